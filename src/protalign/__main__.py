@@ -1,0 +1,3 @@
+from protalign.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""align step of the pipeline."""

@@ -1,0 +1,1 @@
+"""analysis step of the pipeline."""

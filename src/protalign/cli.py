@@ -1,0 +1,78 @@
+"""`protalign <command>`: one thin command per stage. It reads params.yaml and calls the stage's `run()`."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from pathlib import Path
+
+from protalign.params import load_params
+from protalign.paths import Paths
+
+# command -> (module, whether it takes --llm, whether it takes --gdm)
+STAGES: dict[str, tuple[str, bool, bool]] = {
+    "prepare": ("protalign.corpus.prepare", False, False),
+    "split": ("protalign.corpus.split", False, False),
+    "summarize": ("protalign.text.summarize", False, False),
+    "embed-text": ("protalign.text.embed", True, False),
+    "train-structure": ("protalign.structure.train", False, True),
+    "embed-structure": ("protalign.structure.embed", False, True),
+    "align": ("protalign.align.train", True, True),
+    "evaluate": ("protalign.align.evaluate", True, True),
+    "report": ("protalign.analysis.report", False, False),
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="protalign", description=__doc__)
+    p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    f = sub.add_parser("fetch", help="build data/ from a source and version it with `dvc add data`")
+    f.add_argument("--source", default=None, help="bundled | PATH (folder of PDB/mmCIF files) | rcsb")
+    f.add_argument("--no-dvc-add", action="store_true", help="write data/ but do not run `dvc add data`")
+
+    for name, (module, llm, gdm) in STAGES.items():
+        s = sub.add_parser(name, help=f"run the `{name.replace('-', '_')}` stage ({module})")
+        if llm:
+            s.add_argument("--llm", required=True)
+        if gdm:
+            s.add_argument("--gdm", required=True)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+    params = load_params(args.params)
+    paths = Paths(Path.cwd())
+    try:
+        if args.command == "fetch":
+            from protalign.corpus import fetch
+
+            summary = fetch.run(args.source or params.fetch.source, paths, dvc_add=not args.no_dvc_add)
+            logging.getLogger("protalign").info("fetch: %s", summary)
+            return 0
+        module, takes_llm, takes_gdm = STAGES[args.command]
+        kwargs = {}
+        if takes_llm:
+            kwargs["llm"] = args.llm
+        if takes_gdm:
+            kwargs["gdm"] = args.gdm
+        importlib.import_module(module).run(params, paths, **kwargs)
+    except (ValueError, FileNotFoundError, KeyError, NotImplementedError) as exc:
+        print(f"protalign {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

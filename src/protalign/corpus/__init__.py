@@ -1,0 +1,1 @@
+"""corpus step of the pipeline."""

@@ -1,0 +1,125 @@
+"""Where every artifact lives, relative to a repository root. Stages talk only through these files."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+PAIR_SEP = "__"  # model names contain hyphens ("smollm2-135m"), so pairs are joined with a double underscore
+
+
+def pair_id(llm: str, gdm: str) -> str:
+    for name in (llm, gdm):
+        if PAIR_SEP in name:
+            raise ValueError(f"model name {name!r} must not contain {PAIR_SEP!r}")
+    return f"{llm}{PAIR_SEP}{gdm}"
+
+
+def split_pair(pair: str) -> tuple[str, str]:
+    llm, sep, gdm = pair.partition(PAIR_SEP)
+    if not sep or not llm or not gdm:
+        raise ValueError(f"not a pair id: {pair!r} (expected '<llm>{PAIR_SEP}<gdm>')")
+    return llm, gdm
+
+
+def main_root(start: str | Path | None = None) -> Path:
+    """The MAIN repository root, even inside a DVC queued-experiment copy under .dvc/tmp/exps/.
+
+    Caches and the MLflow store must outlive those temporary copies, so they are anchored here.
+    """
+    start = Path(start or os.getcwd()).resolve()
+    override = os.environ.get("PROTALIGN_MAIN_ROOT")
+    if override:
+        return Path(override).resolve()
+    for parent in [start, *start.parents]:
+        if parent.name == "exps" and parent.parent.name == "tmp" and parent.parent.parent.name == ".dvc":
+            return parent.parent.parent.parent
+    try:
+        common = subprocess.run(
+            ["git", "rev-parse", "--path-format=absolute", "--git-common-dir"],
+            cwd=start, capture_output=True, text=True, check=True,
+        ).stdout.strip()
+        root = Path(common).parent
+        if root.exists():
+            return root
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    return start
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Artifact locations for a repository rooted at `root` (the working copy DVC runs the stage in)."""
+
+    root: Path
+
+    @classmethod
+    def here(cls) -> Paths:
+        return cls(Path.cwd())
+
+    # corpus (data.dvc)
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def manifest(self) -> Path:
+        return self.data / "manifest.tsv"
+
+    # prepare / split / summarize
+    @property
+    def prepared(self) -> Path:
+        return self.root / "prepared"
+
+    @property
+    def proteins(self) -> Path:
+        return self.prepared / "proteins.parquet"
+
+    @property
+    def structures(self) -> Path:
+        return self.prepared / "structures"
+
+    @property
+    def skipped(self) -> Path:
+        return self.prepared / "skipped.csv"
+
+    @property
+    def split(self) -> Path:
+        return self.prepared / "split.json"
+
+    @property
+    def summaries(self) -> Path:
+        return self.prepared / "summaries.parquet"
+
+    # embeddings
+    def text_embeddings(self, llm: str) -> Path:
+        return self.root / "embeddings" / "text" / llm
+
+    def structure_embeddings(self, gdm: str) -> Path:
+        return self.root / "embeddings" / "structure" / gdm
+
+    # models
+    def structure_model(self, gdm: str) -> Path:
+        return self.root / "models" / "structure" / f"{gdm}.pt"
+
+    def heads(self, llm: str, gdm: str) -> Path:
+        return self.root / "models" / "heads" / f"{pair_id(llm, gdm)}.pt"
+
+    # metrics / reports
+    def metrics(self, llm: str, gdm: str) -> Path:
+        return self.root / "metrics" / f"{pair_id(llm, gdm)}.json"
+
+    def per_protein(self, llm: str, gdm: str) -> Path:
+        return self.root / "reports" / "per_protein" / f"{pair_id(llm, gdm)}.csv"
+
+    @property
+    def reports(self) -> Path:
+        return self.root / "reports"
+
+    # ignored cache (resume state, downloads, model files); anchored at the MAIN root; PROTALIGN_CACHE overrides
+    @property
+    def cache(self) -> Path:
+        override = os.environ.get("PROTALIGN_CACHE")
+        return Path(override).resolve() if override else main_root(self.root) / ".protalign-cache"

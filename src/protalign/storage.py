@@ -1,0 +1,112 @@
+"""Atomic writes and the embedding store shared by every stage.
+
+DVC deletes a stage's outputs before rerunning it and a crash must never leave a half-written artifact, so every
+writer goes through a temporary sibling that is renamed into place. Embeddings are one float array + an id index
+per model (few large files: DVC and S3 are slow with many small ones).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path next to `path`; on success move it into place (file or directory)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent)) / path.name
+    try:
+        yield tmp
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp.parent, ignore_errors=True)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    """Deterministic JSON (sorted keys, trailing newline) so identical results give identical bytes."""
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def read_json(path: str | Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+@dataclass
+class EmbeddingSet:
+    """Rows of `vectors` belong to `ids` in order; `meta` says what produced them (model, pooling, dim)."""
+
+    ids: list[str]
+    vectors: np.ndarray
+    meta: dict[str, Any]
+
+    def __post_init__(self) -> None:
+        if self.vectors.ndim != 2 or self.vectors.shape[0] != len(self.ids):
+            raise ValueError(f"embedding array {self.vectors.shape} does not match {len(self.ids)} ids")
+        if len(set(self.ids)) != len(self.ids):
+            raise ValueError("embedding ids are not unique")
+
+    def subset(self, ids: Sequence[str]) -> np.ndarray:
+        """Rows for `ids` in the given order (KeyError names the first missing id)."""
+        index = {i: n for n, i in enumerate(self.ids)}
+        missing = [i for i in ids if i not in index]
+        if missing:
+            raise KeyError(f"{len(missing)} id(s) have no embedding, e.g. {missing[:3]}")
+        return self.vectors[[index[i] for i in ids]]
+
+
+EMBEDDING_FILE = "embeddings.npy"
+IDS_FILE = "ids.txt"
+META_FILE = "meta.json"
+
+
+def save_embeddings(directory: str | Path, emb: EmbeddingSet, dtype: str = "float32") -> None:
+    """Write `directory/` = embeddings.npy + ids.txt + meta.json, atomically as one directory."""
+    if not np.isfinite(emb.vectors).all():
+        bad = [emb.ids[i] for i in np.where(~np.isfinite(emb.vectors).all(axis=1))[0][:5]]
+        raise ValueError(f"non-finite embedding values for {bad}; refusing to store them")
+    with atomic_path(directory) as tmp:
+        tmp.mkdir()
+        np.save(tmp / EMBEDDING_FILE, emb.vectors.astype(dtype), allow_pickle=False)
+        (tmp / IDS_FILE).write_text("".join(f"{i}\n" for i in emb.ids))
+        meta = dict(emb.meta, n=len(emb.ids), dim=int(emb.vectors.shape[1]), dtype=dtype)
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+
+
+def load_embeddings(directory: str | Path) -> EmbeddingSet:
+    directory = Path(directory)
+    if not (directory / EMBEDDING_FILE).exists():
+        raise FileNotFoundError(f"no embeddings in {directory} (has its embed stage run?)")
+    vectors = np.load(directory / EMBEDDING_FILE, allow_pickle=False).astype(np.float32)
+    ids = (directory / IDS_FILE).read_text().split()
+    meta = json.loads((directory / META_FILE).read_text())
+    return EmbeddingSet(ids=ids, vectors=vectors, meta=meta)

@@ -1,0 +1,72 @@
+"""End-to-end: fetch a few real entries, `dvc repro` the whole DAG, then check every artifact and DVC's view."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytestmark = pytest.mark.pipeline
+
+
+def test_repro_writes_metrics_for_every_pair(pipeline_run):
+    m = json.loads((pipeline_run.root / "metrics" / "smollm2-135m__gat.json").read_text())
+    assert -2.0 <= m["alignment_score"] <= 1.0
+    assert -2.0 <= m["baseline_alignment_score"] <= 1.0
+    assert m["n_test"] >= 2
+    for key in ("recall@1_s2t", "recall@10_t2s", "mrr_s2t", "mrr_t2s"):
+        assert 0.0 <= m[key] <= 1.0
+
+
+def test_broken_file_is_reported_not_dropped(pipeline_run):
+    skipped = pd.read_csv(pipeline_run.root / "prepared" / "skipped.csv")
+    assert "9BAD" in set(skipped["id"]), skipped
+    proteins = pd.read_parquet(pipeline_run.root / "prepared" / "proteins.parquet")
+    assert "9BAD" not in set(proteins["id"])
+    assert set(proteins["id"]) | set(skipped["id"]) >= set(pipeline_run.ids) | {"9BAD"}
+
+
+def test_split_is_shared_and_disjoint(pipeline_run):
+    split = json.loads((pipeline_run.root / "prepared" / "split.json").read_text())
+    parts = [set(split[k]) for k in ("train", "val", "test")]
+    assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
+    per_protein = pd.read_csv(pipeline_run.root / "reports" / "per_protein" / "smollm2-135m__gat.csv")
+    assert set(per_protein["id"]) <= parts[2]
+
+
+def test_embeddings_are_arrays_with_id_index(pipeline_run):
+    for side, name in (("text", "smollm2-135m"), ("structure", "gat")):
+        d = pipeline_run.root / "embeddings" / side / name
+        vec = np.load(d / "embeddings.npy")
+        ids = (d / "ids.txt").read_text().split()
+        assert vec.shape[0] == len(ids) and np.isfinite(vec).all()
+
+
+def test_second_repro_is_a_noop(pipeline_run):
+    res = pipeline_run.run("dvc", "repro")
+    assert "up to date" in (res.stdout + res.stderr).lower(), res.stdout
+
+
+def test_exp_show_lists_alignment_metrics(pipeline_run):
+    res = pipeline_run.run("dvc", "exp", "show", "--json")
+    assert "alignment_score" in res.stdout
+
+
+def test_training_runs_are_in_mlflow(pipeline_run):
+    import sqlite3
+
+    db = pipeline_run.root / "mlflow.db"
+    assert db.exists()
+    with sqlite3.connect(db) as con:
+        names = {r[0] for r in con.execute("select name from runs")}
+        tags = dict(con.execute("select key, value from tags where key in ('git_commit', 'data_dvc_md5')"))
+    assert "align@smollm2-135m__gat" in names and "train_structure@gat" in names, names
+    assert len(tags.get("git_commit", "")) == 40 and tags.get("data_dvc_md5", "unknown") != "unknown"
+
+
+def test_reports_written(pipeline_run):
+    table = pd.read_csv(pipeline_run.root / "reports" / "alignment.csv")
+    assert len(table) == 1
+    assert (pipeline_run.root / "reports" / "alignment.png").stat().st_size > 1000

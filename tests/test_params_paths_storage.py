@@ -1,0 +1,86 @@
+"""The shared plumbing: params validation, pair ids, main-root resolution, atomic writes, embedding store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from protalign.params import load_params
+from protalign.paths import Paths, main_root, pair_id, split_pair
+from protalign.storage import EmbeddingSet, atomic_path, load_embeddings, save_embeddings
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_repo_params_load_and_match_dvc_yaml_expectations():
+    p = load_params(REPO / "params.yaml")
+    assert p.embed_text.llms and p.structure.gdms
+    assert sum(p.split.fractions) == pytest.approx(1.0)
+    assert p.align.temperature == 0.2 and p.align.epochs == 40 and p.align.batch_size == 32
+
+
+def test_test_params_have_the_same_keys_as_repo_params():
+    assert load_params(REPO / "tests" / "pipeline_params.yaml").to_dict().keys() == load_params(REPO / "params.yaml").to_dict().keys()
+
+
+def test_unknown_param_key_is_an_error(tmp_path):
+    f = tmp_path / "params.yaml"
+    f.write_text("align:\n  lrr: 0.1\n")
+    with pytest.raises(ValueError, match="lrr"):
+        load_params(f)
+
+
+def test_pair_ids_are_unambiguous_with_hyphenated_names():
+    pid = pair_id("smollm2-135m", "gearnet-edge")
+    assert pid == "smollm2-135m__gearnet-edge"
+    assert split_pair(pid) == ("smollm2-135m", "gearnet-edge")
+    with pytest.raises(ValueError):
+        pair_id("bad__name", "gat")
+    with pytest.raises(ValueError):
+        split_pair("smollm2-135m-gat")
+
+
+def test_main_root_escapes_dvc_queue_copies(tmp_path, monkeypatch):
+    monkeypatch.delenv("PROTALIGN_MAIN_ROOT", raising=False)
+    copy = tmp_path / "repo" / ".dvc" / "tmp" / "exps" / "tmpabc123"
+    copy.mkdir(parents=True)
+    assert main_root(copy) == tmp_path / "repo"
+    assert Paths(copy).cache == tmp_path / "repo" / ".protalign-cache"
+
+
+def test_atomic_path_leaves_old_file_on_failure(tmp_path):
+    target = tmp_path / "out.txt"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("crash")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+
+
+def test_embedding_store_round_trip_and_subset(tmp_path):
+    vec = np.arange(12, dtype=np.float32).reshape(4, 3)
+    save_embeddings(tmp_path / "e", EmbeddingSet(["A", "B", "C", "D"], vec, {"model": "m"}))
+    got = load_embeddings(tmp_path / "e")
+    assert got.ids == ["A", "B", "C", "D"] and got.meta["dim"] == 3
+    np.testing.assert_array_equal(got.subset(["C", "A"]), vec[[2, 0]])
+    with pytest.raises(KeyError):
+        got.subset(["Z"])
+
+
+def test_embedding_store_refuses_nan(tmp_path):
+    vec = np.ones((2, 3), dtype=np.float32)
+    vec[1, 1] = np.nan
+    with pytest.raises(ValueError, match="B"):
+        save_embeddings(tmp_path / "e", EmbeddingSet(["A", "B"], vec, {}))
+    assert not (tmp_path / "e").exists()
+
+
+def test_embedding_set_checks_shape_and_unique_ids():
+    with pytest.raises(ValueError):
+        EmbeddingSet(["A"], np.zeros((2, 3)), {})
+    with pytest.raises(ValueError):
+        EmbeddingSet(["A", "A"], np.zeros((2, 3)), {})
