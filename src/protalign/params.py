@@ -13,6 +13,8 @@ import yaml
 @dataclass(frozen=True)
 class FetchParams:
     source: str = "bundled"
+    n: int = 20000
+    workers: int = 4
 
 
 @dataclass(frozen=True)
@@ -20,6 +22,7 @@ class PrepareParams:
     max_residues: int = 10000
     max_file_mb: float = 100.0
     min_residues: int = 10
+    workers: int = 2
 
 
 @dataclass(frozen=True)

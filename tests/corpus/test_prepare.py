@@ -1,0 +1,168 @@
+"""prepare stage on a tiny data/ folder (real entries + made-up broken files) and the packed store round trip."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from protalign.corpus import prepare
+from protalign.corpus.store import ProteinStructure, StructureStore, write_store
+from protalign.params import Params, PrepareParams
+from protalign.paths import Paths
+
+REAL = ["11AS", "1A7G", "1A8O", "1AAY", "1AS5", "5E5Z"]
+COLUMNS = [
+    "id", "length", "n_chains", "chains", "sequence", "n_entities", "molecule_names", "organisms", "taxids",
+    "ec_numbers", "method", "resolution", "title", "classification", "structure_file",
+]  # fmt: skip
+
+
+def _manifest(data: Path, rows: list[tuple[str, str, str, str]]) -> None:
+    lines = ["id\tstructure_file\tfasta_file\tformat\tsource"]
+    lines += [f"{i}\t{s}\t{f}\t{fmt}\ttest" for i, s, f, fmt in sorted(rows)]
+    (data / "manifest.tsv").write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture
+def mini_root(tmp_path, shared_data) -> Path:
+    """A data/ folder: six real entries (one without its FASTA) and four unusable ones."""
+    data = tmp_path / "data"
+    (data / "structures").mkdir(parents=True)
+    (data / "fasta").mkdir()
+    rows = []
+    for entry in REAL:
+        src = next((shared_data / "structures").glob(f"{entry}.*"))
+        shutil.copy(src, data / "structures" / src.name)
+        fasta = ""
+        if entry != "1A8O":  # 1A8O: names must come from the header COMPND/SOURCE
+            shutil.copy(shared_data / "fasta" / f"{entry}.fasta", data / "fasta" / f"{entry}.fasta")
+            fasta = f"fasta/{entry}.fasta"
+        rows.append((entry, f"structures/{src.name}", fasta, "cif" if ".cif" in src.name else "pdb"))
+    (data / "structures" / "EMPTY.pdb").write_bytes(b"")
+    (data / "structures" / "TRUNC.pdb.gz").write_bytes(gzip.compress(b"ATOM  " * 5000)[:40])
+    dna = "".join(
+        f"ATOM  {i:5d}  P    DA B{i:4d}    {i * 3.0:8.3f}{0.0:8.3f}{0.0:8.3f}  1.00 20.00           P\n"
+        for i in range(1, 6)
+    )
+    (data / "structures" / "DNA1.pdb").write_text(dna)
+    rows += [
+        ("EMPTY", "structures/EMPTY.pdb", "", "pdb"),
+        ("TRUNC", "structures/TRUNC.pdb.gz", "", "pdb"),
+        ("DNA1", "structures/DNA1.pdb", "", "pdb"),
+        ("GONE", "structures/GONE.pdb", "", "pdb"),
+    ]
+    _manifest(data, rows)
+    return tmp_path
+
+
+def test_prepare_writes_all_outputs_with_skip_reasons(mini_root):
+    paths = Paths(mini_root)
+    counts = prepare.run(Params(), paths, workers=1)
+    assert counts == {"kept": 5, "skipped": 5}
+    table = pq.read_table(paths.proteins)
+    assert table.column_names == COLUMNS
+    df = table.to_pylist()
+    ids = [r["id"] for r in df]
+    assert ids == sorted(["11AS", "1A7G", "1A8O", "1AAY", "1AS5"])
+    skipped = {r["id"]: r["reason"] for r in csv.DictReader(paths.skipped.open())}
+    assert set(skipped) == {"5E5Z", "EMPTY", "TRUNC", "DNA1", "GONE"}
+    assert "too few residues" in skipped["5E5Z"] and "empty" in skipped["EMPTY"]
+    assert "gzip" in skipped["TRUNC"] and "no protein" in skipped["DNA1"] and "missing" in skipped["GONE"]
+
+    store = StructureStore(paths.structures)
+    assert store.ids == ids and len(store) == 5
+    by_id = {r["id"]: r for r in df}
+    for entry in ids:
+        s = store.get(entry)
+        assert len(s) == by_id[entry]["length"] == len(by_id[entry]["sequence"])
+        assert s.sequence == by_id[entry]["sequence"]
+        assert ",".join(dict.fromkeys(s.chain.tolist())) == by_id[entry]["chains"]
+    r = by_id["11AS"]
+    assert r["molecule_names"] == ["ASPARAGINE SYNTHETASE"] and r["taxids"] == ["83333"]
+    assert r["ec_numbers"] == ["6.3.1.1"] and r["n_chains"] == 2 and r["n_entities"] == 1
+    assert by_id["1A8O"]["molecule_names"] == ["HIV CAPSID"]  # header fallback (no FASTA)
+    assert by_id["1AAY"]["n_entities"] == 1 and "ZINC FINGER" in by_id["1AAY"]["molecule_names"][0]
+    assert math.isnan(by_id["1AS5"]["resolution"]) and by_id["1A7G"]["resolution"] == pytest.approx(2.4)
+
+
+def test_prepare_is_deterministic_across_workers(mini_root, tmp_path_factory):
+    other = tmp_path_factory.mktemp("copy")
+    shutil.copytree(mini_root / "data", other / "data")
+    a, b = Paths(mini_root), Paths(other)
+    prepare.run(Params(), a, workers=1)
+    prepare.run(Params(), b, workers=2)
+    files = sorted(p.relative_to(a.prepared) for p in a.prepared.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(b.prepared) for p in b.prepared.rglob("*") if p.is_file())
+    for f in files:
+        assert (a.prepared / f).read_bytes() == (b.prepared / f).read_bytes(), f
+
+
+def test_prepare_limits_are_skips(mini_root):
+    params = Params(prepare=PrepareParams(max_residues=100, min_residues=10, max_file_mb=10.0))
+    prepare.run(params, Paths(mini_root), workers=1)
+    skipped = {r["id"]: r["reason"] for r in csv.DictReader(Paths(mini_root).skipped.open())}
+    assert "too many residues" in skipped["11AS"]
+    params = Params(prepare=PrepareParams(max_file_mb=0.0001))
+    with pytest.raises(RuntimeError, match="none of"):
+        prepare.run(params, Paths(mini_root), workers=1)
+
+
+def test_manifest_errors(tmp_path):
+    (tmp_path / "data").mkdir()
+    with pytest.raises(FileNotFoundError, match="fetch"):
+        prepare.run(Params(), Paths(tmp_path))
+    (tmp_path / "data" / "manifest.tsv").write_text("pdb_id\tstructure_file\n1ABC\tx.pdb\n")
+    with pytest.raises(ValueError, match="missing column"):
+        prepare.run(Params(), Paths(tmp_path))
+
+
+def _toy(entry: str, n_res: int, seed: int) -> ProteinStructure:
+    rng = np.random.default_rng(seed)
+    per = rng.integers(1, 5, n_res)
+    ptr = np.concatenate([[0], np.cumsum(per)])
+    return ProteinStructure(
+        id=entry,
+        chain=np.array(["A"] * (n_res // 2) + ["BB"] * (n_res - n_res // 2)),
+        resnum=np.arange(n_res, dtype=np.int32) - 3,
+        resname=np.array(["MET", "UNK", "GLY"] * n_res)[:n_res],
+        aa=rng.integers(0, 21, n_res),
+        ca=rng.normal(size=(n_res, 3)).astype(np.float32),
+        atom_ptr=ptr,
+        atom_name=np.array(["CA", "OXT", "N", "CB"] * int(ptr[-1]))[: ptr[-1]],
+        element=np.array(["C", "O", "N", "SE"] * int(ptr[-1]))[: ptr[-1]],
+        xyz=rng.normal(size=(int(ptr[-1]), 3)).astype(np.float32),
+    )
+
+
+def test_store_round_trip(tmp_path):
+    entries = [_toy("1AAA", 7, 0), _toy("2BBB", 1, 1), _toy("3CCC", 12, 2)]
+    write_store(tmp_path / "s", entries)
+    store = StructureStore(tmp_path / "s")
+    assert store.ids == ["1AAA", "2BBB", "3CCC"] and "2BBB" in store
+    for want in entries:
+        got = store.get(want.id)
+        for field in ("chain", "resnum", "resname", "aa", "ca", "atom_ptr", "atom_name", "element", "xyz"):
+            np.testing.assert_array_equal(getattr(got, field), getattr(want, field), err_msg=field)
+        assert got.aa.dtype == np.int64 and got.resnum.dtype == np.int32 and got.xyz.dtype == np.float32
+    assert store.get("3CCC").chain_index.tolist() == [0] * 6 + [1] * 6
+    with pytest.raises(KeyError, match="9ZZZ"):
+        store.get("9ZZZ")
+
+
+def test_store_rejects_unsorted_and_too_long_strings(tmp_path):
+    with pytest.raises(ValueError, match="increasing id order"):
+        write_store(tmp_path / "s", [_toy("2BBB", 3, 0), _toy("1AAA", 3, 1)])
+    bad = _toy("1AAA", 3, 0)
+    bad.chain = np.array(["TOOLONG"] * 3)
+    with pytest.raises(ValueError, match="longer than"):
+        write_store(tmp_path / "t", [bad])
+    assert not (tmp_path / "s").exists() and not (tmp_path / "t").exists()
+    with pytest.raises(FileNotFoundError, match="prepare"):
+        StructureStore(tmp_path / "s")
