@@ -61,12 +61,13 @@ class GATParams:
     heads: int = 8
     layers: int = 2
     dropout: float = 0.1
+    dihedrals: bool = True
 
 
 @dataclass(frozen=True)
 class StructureTrainParams:
     epochs: int = 10
-    lr: float = 1e-3
+    lr: float = 3e-3
     batch_size: int = 8
     mask_rate: float = 0.15
     max_residues: int = 512
@@ -79,6 +80,7 @@ class StructureParams:
     graph: GraphParams = field(default_factory=GraphParams)
     gat: GATParams = field(default_factory=GATParams)
     pooling: str = "mean"
+    threads: int = 1
     train: StructureTrainParams = field(default_factory=StructureTrainParams)
 
 

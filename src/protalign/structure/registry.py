@@ -1,0 +1,143 @@
+"""Registry of geometric deep models (GDMs) and the interface every one of them implements.
+
+Stages only talk to `StructureEncoder`: `featurize` (CPU, once per protein) → `collate` → `forward` (per-residue
+features) / `embed` (one vector per protein). Self-supervised training hides residue types through
+`forward(batch, type_mask=...)`, so the same masked-type objective works for every encoder.
+
+A sample is a dict: "id", "num_nodes", per-residue tensors (first dim R, keys in `node_keys`), per-edge tensors
+(first dim E, keys in `edge_keys`) and "edge_index" [2, E] (local node ids). The generic `crop`/`collate` below
+handle any encoder whose samples follow that layout; encoders with other needs override them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import torch
+from torch import nn
+
+POOLINGS = ("mean", "max", "meanmax")
+
+# name -> "module:Class"; imported lazily so models do not import each other (add GearNet/GVP/ScanNet here)
+_ENCODERS: dict[str, str] = {
+    "gat": "protalign.structure.gat:GATEncoder",
+}
+
+Sample = dict[str, Any]
+Batch = dict[str, Any]
+
+
+def pool(node_feats: torch.Tensor, batch: torch.Tensor, num_graphs: int, pooling: str) -> torch.Tensor:
+    """Per-protein readout over residues: mean | max | meanmax (concatenated, 2× width)."""
+    if pooling not in POOLINGS:
+        raise ValueError(f"unknown pooling {pooling!r}; expected one of {POOLINGS}")
+    d = node_feats.shape[1]
+    parts = []
+    if pooling in ("mean", "meanmax"):
+        total = torch.zeros(num_graphs, d, dtype=node_feats.dtype).index_add_(0, batch, node_feats)
+        count = torch.bincount(batch, minlength=num_graphs).clamp_min(1).to(node_feats.dtype)
+        parts.append(total / count[:, None])
+    if pooling in ("max", "meanmax"):
+        idx = batch[:, None].expand(-1, d)
+        init = torch.zeros(num_graphs, d, dtype=node_feats.dtype)
+        parts.append(init.scatter_reduce(0, idx, node_feats, reduce="amax", include_self=False))
+    return torch.cat(parts, dim=1)
+
+
+class StructureEncoder(nn.Module):
+    """Base class: subclasses set `name`, `node_keys`, `edge_keys`, implement `featurize`, `forward`, `node_dim`."""
+
+    name: str = ""
+    node_keys: tuple[str, ...] = ("aa",)
+    edge_keys: tuple[str, ...] = ()
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__()
+        self.config = dict(config)
+        self.pooling = self.config.get("pooling", "mean")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"unknown pooling {self.pooling!r}; expected one of {POOLINGS}")
+
+    # --- per model -------------------------------------------------------------------------------------------
+    @classmethod
+    def config_from_params(cls, params) -> dict[str, Any]:
+        """Everything needed to rebuild the model (and its featurizer) from `params.structure`."""
+        raise NotImplementedError
+
+    def featurize(self, structure) -> Sample:
+        raise NotImplementedError
+
+    def forward(self, batch: Batch, type_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-residue features [N, node_dim]; residues where `type_mask` is True do not see their own type."""
+        raise NotImplementedError
+
+    @property
+    def node_dim(self) -> int:
+        raise NotImplementedError
+
+    # --- shared ----------------------------------------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        """Width of `embed` output (meanmax doubles the node width)."""
+        return self.node_dim * (2 if self.pooling == "meanmax" else 1)
+
+    def embed(self, batch: Batch) -> torch.Tensor:
+        """One vector per protein [B, dim]."""
+        return pool(self.forward(batch), batch["batch"], batch["num_graphs"], self.pooling)
+
+    def crop(self, sample: Sample, start: int, stop: int) -> Sample:
+        """Residues [start, stop) with the edges among them (local ids shifted); used for training crops."""
+        n = sample["num_nodes"]
+        if start == 0 and stop >= n:
+            return sample
+        src, dst = sample["edge_index"]
+        keep = (src >= start) & (src < stop) & (dst >= start) & (dst < stop)
+        out: Sample = {
+            "id": sample["id"],
+            "num_nodes": stop - start,
+            "edge_index": sample["edge_index"][:, keep] - start,
+        }
+        out.update({k: sample[k][start:stop] for k in self.node_keys})
+        out.update({k: sample[k][keep] for k in self.edge_keys})
+        return out
+
+    def collate(self, samples: list[Sample]) -> Batch:
+        """Concatenate samples into one disconnected graph; `batch` maps residue → protein, `ptr` offsets."""
+        if not samples:
+            raise ValueError("cannot collate an empty list of samples")
+        counts = torch.tensor([s["num_nodes"] for s in samples], dtype=torch.long)
+        ptr = torch.zeros(len(samples) + 1, dtype=torch.long)
+        ptr[1:] = counts.cumsum(0)
+        out: Batch = {
+            "ids": [s["id"] for s in samples],
+            "num_graphs": len(samples),
+            "ptr": ptr,
+            "batch": torch.repeat_interleave(torch.arange(len(samples)), counts),
+            "edge_index": torch.cat([s["edge_index"] + ptr[i] for i, s in enumerate(samples)], dim=1),
+        }
+        for k in (*self.node_keys, *self.edge_keys):
+            out[k] = torch.cat([s[k] for s in samples], dim=0)
+        return out
+
+
+def available() -> list[str]:
+    return sorted(_ENCODERS)
+
+
+def encoder_class(name: str) -> type[StructureEncoder]:
+    if name not in _ENCODERS:
+        raise KeyError(f"unknown structure model {name!r}; available: {available()}")
+    module, cls = _ENCODERS[name].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def build(name: str, params) -> StructureEncoder:
+    """A fresh encoder configured from `params.structure` (a StructureParams)."""
+    cls = encoder_class(name)
+    return cls(cls.config_from_params(params))
+
+
+def from_config(name: str, config: dict[str, Any]) -> StructureEncoder:
+    """Rebuild an encoder from the config stored in its checkpoint."""
+    return encoder_class(name)(config)

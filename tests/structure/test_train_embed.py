@@ -1,0 +1,152 @@
+"""train_structure / embed_structure on real proteins in a scratch repository (store written with write_store)."""
+
+from __future__ import annotations
+
+import dataclasses
+import sqlite3
+
+import numpy as np
+import pytest
+import torch
+
+from protalign.corpus.store import StructureStore, write_store
+from protalign.params import GATParams, Params, StructureParams, StructureTrainParams
+from protalign.paths import Paths
+from protalign.storage import load_embeddings, write_json
+from protalign.structure import embed as embed_stage
+from protalign.structure import registry
+from protalign.structure import train as train_stage
+
+TRAIN = ["107L", "154L", "161L", "162L", "163L", "164L"]
+VAL = ["165L", "171L"]
+
+
+def _params(**train) -> Params:
+    cfg = dict(epochs=2, lr=0.003, batch_size=3, mask_rate=0.2, max_residues=96, seed=0)
+    cfg.update(train)
+    structure = StructureParams(
+        gat=GATParams(hidden=4, heads=2, layers=2, dropout=0.1),
+        pooling="meanmax",
+        train=StructureTrainParams(**cfg),
+    )
+    return Params(structure=structure)
+
+
+@pytest.fixture(scope="module")
+def structures(shared_data):
+    from protalign.corpus.structures import parse_structure
+
+    out = {}
+    for pid in TRAIN + VAL:
+        files = sorted((shared_data / "structures").glob(f"{pid}.*"))
+        if not files:
+            pytest.skip(f"{pid} missing from the shared corpus")
+        out[pid] = parse_structure(files[0], pid).structure
+    return out
+
+
+def _make_repo(root, structures) -> Paths:
+    """A scratch repository with prepared/structures (8 real + 1 broken entry) and prepared/split.json."""
+    paths = Paths(root)
+    bad = dataclasses.replace(structures["107L"], id="ZBAD", ca=np.full_like(structures["107L"].ca, np.nan))
+    write_store(paths.structures, [structures[i] for i in sorted(structures)] + [bad])
+    write_json(
+        paths.split,
+        {
+            "method": "random",
+            "seed": 0,
+            "fractions": [0.8, 0.1, 0.1],
+            "train": TRAIN,
+            "val": VAL,
+            "test": ["ZBAD"],
+        },
+    )
+    return paths
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, structures):
+    """One train_structure run shared by the tests (MLflow store creation alone takes seconds)."""
+    root = tmp_path_factory.mktemp("repo")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PROTALIGN_MAIN_ROOT", str(root))  # MLflow store in the scratch repo
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        mp.delenv("DVC_EXP_NAME", raising=False)
+        paths = _make_repo(root, structures)
+        summary = train_stage.run(_params(), paths, "gat")
+    return paths, summary
+
+
+def _samples(structures, ids, enc):
+    return [enc.featurize(structures[i]) for i in ids]
+
+
+def test_train_saves_reloadable_model_and_logs(trained):
+    repo, summary = trained
+    assert [h["epoch"] for h in summary["history"]] == [1, 2]
+    assert all(np.isfinite(h["val_loss"]) and 0 <= h["val_acc"] <= 1 for h in summary["history"])
+    assert summary["n_train"] == 6 and summary["n_val"] == 2 and summary["selection"] == "val_loss"
+    best = min(summary["history"], key=lambda h: h["val_loss"])
+    assert summary["best_epoch"] == best["epoch"]
+    enc, payload = train_stage.load_checkpoint(repo.structure_model("gat"))
+    assert payload["gdm"] == "gat" and payload["summary"]["best_epoch"] == best["epoch"]
+    assert enc.config["hidden"] == 4 and not enc.training
+    with sqlite3.connect(repo.root / "mlflow.db") as con:
+        names = {r[0] for r in con.execute("select name from runs")}
+        metrics = {r[0] for r in con.execute("select key from metrics")}
+    assert "train_structure@gat" in names and {"train_loss", "val_loss", "val_acc"} <= metrics
+
+
+def test_training_is_deterministic(structures):
+    cfg = _params(epochs=1).structure
+
+    def once(seed: int):
+        torch.manual_seed(seed)
+        enc = registry.build("gat", cfg)
+        train_stage.pretrain(
+            enc, _samples(structures, TRAIN[:3], enc), [], dataclasses.replace(cfg.train, seed=seed)
+        )
+        return enc.state_dict()
+
+    a, b, c = once(0), once(0), once(1)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], c[k]) for k in a)
+
+
+def test_training_reduces_loss(structures):
+    cfg = _params(epochs=10, lr=0.02, mask_rate=0.3, batch_size=2, max_residues=512).structure
+    torch.manual_seed(0)
+    enc = registry.build("gat", cfg)
+    summary = train_stage.pretrain(enc, _samples(structures, TRAIN[:4], enc), [], cfg.train)
+    losses = [h["train_loss"] for h in summary["history"]]
+    assert summary["selection"] == "train_loss"
+    assert min(losses[-3:]) < losses[0] - 0.05, losses
+
+
+def test_embed_writes_every_protein_and_records_skips(trained):
+    repo, _ = trained
+    params = _params()
+    result = embed_stage.run(params, repo, "gat")
+    emb = load_embeddings(repo.structure_embeddings("gat"))
+    store = StructureStore(repo.structures)
+    assert emb.ids == sorted(TRAIN + VAL) and result["n"] == 8
+    assert emb.vectors.shape == (8, 16)  # meanmax of 4 x 2 heads
+    assert [s["id"] for s in emb.meta["skipped"]] == ["ZBAD"] and "non-finite" in emb.meta["skipped"][0][
+        "reason"
+    ]
+    assert (
+        emb.meta["model"] == "gat"
+        and emb.meta["pooling"] == "meanmax"
+        and len(emb.meta["model_sha256"]) == 64
+    )
+    # the stored vector is the model's embedding of that protein alone
+    enc, _ = train_stage.load_checkpoint(repo.structure_model("gat"))
+    enc.pooling = "meanmax"
+    with torch.inference_mode():
+        alone = enc.embed(enc.collate([enc.featurize(store.get("161L"))]))[0].numpy()
+    np.testing.assert_allclose(emb.subset(["161L"])[0], alone, atol=1e-5)
+
+
+def test_embed_needs_a_model(tmp_path, structures):
+    with pytest.raises(FileNotFoundError, match="train_structure@gat"):
+        embed_stage.run(_params(), _make_repo(tmp_path, structures), "gat")
