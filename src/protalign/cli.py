@@ -34,6 +34,7 @@ def _parser() -> argparse.ArgumentParser:
 
     f = sub.add_parser("fetch", help="build data/ from a source and version it with `dvc add data`")
     f.add_argument("--source", default=None, help="bundled | PATH (folder of PDB/mmCIF files) | rcsb")
+    f.add_argument("--n", type=int, default=None, help="with --source rcsb: entries to sample (default: fetch.n)")
     f.add_argument("--no-dvc-add", action="store_true", help="write data/ but do not run `dvc add data`")
 
     for name, (module, llm, gdm) in STAGES.items():
@@ -58,7 +59,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "fetch":
             from protalign.corpus import fetch
 
-            summary = fetch.run(args.source or params.fetch.source, paths, dvc_add=not args.no_dvc_add)
+            summary = fetch.run(
+                args.source or params.fetch.source, paths, dvc_add=not args.no_dvc_add,
+                n=args.n or params.fetch.n, seed=params.seed, workers=params.fetch.workers,
+            )
             logging.getLogger("protalign").info("fetch: %s", summary)
             return 0
         module, takes_llm, takes_gdm = STAGES[args.command]
@@ -68,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         if takes_gdm:
             kwargs["gdm"] = args.gdm
         importlib.import_module(module).run(params, paths, **kwargs)
-    except (ValueError, FileNotFoundError, KeyError, NotImplementedError) as exc:
+    except (ValueError, FileNotFoundError, KeyError, NotImplementedError, RuntimeError) as exc:
         print(f"protalign {args.command}: error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -262,3 +262,19 @@ def test_file_checks(shared_data: Path, tmp_path: Path):
         check_fasta(fa)
     fa.write_text(">1ABC_1|Chain A|X|Y (1)\nMKV\n")
     check_fasta(fa)
+
+
+def test_fetch_source_rcsb_builds_the_corpus(server: RcsbServer, tmp_path, monkeypatch):
+    """`protalign fetch --source rcsb` = resumable download into the cache, then ingest like a user's folder."""
+    from protalign.corpus import fetch as fetch_cmd
+    from protalign.paths import Paths
+
+    for key, url in server.urls.items():
+        monkeypatch.setenv(f"PROTALIGN_RCSB_{key.removesuffix('_url').upper()}_URL", url)
+    monkeypatch.setenv("PROTALIGN_CACHE", str(tmp_path / "cache"))
+    summary = fetch_cmd.run("rcsb", Paths(tmp_path / "repo"), dvc_add=False, n=3, seed=1, log=lambda m: None)
+    rows = list(csv.DictReader(open(tmp_path / "repo" / "data" / "manifest.tsv"), delimiter="\t"))
+    assert summary["source"] == "rcsb" and summary["rcsb"]["requested"] == 3
+    assert len(rows) + summary["rcsb"]["n_failed"] == 3 and {r["source"] for r in rows} == {"rcsb"}
+    for r in rows:
+        assert (tmp_path / "repo" / "data" / r["structure_file"]).stat().st_size > 0
