@@ -19,7 +19,7 @@ from protalign.paths import Paths
 
 REAL = ["11AS", "1A7G", "1A8O", "1AAY", "1AS5", "5E5Z"]
 COLUMNS = [
-    "id", "length", "n_chains", "chains", "sequence", "n_entities", "molecule_names", "organisms", "taxids",
+    "id", "length", "n_chains", "chains", "sequence", "n_entities", "molecule_names", "organisms", "taxids", "entity_chains", "entity_lengths",
     "ec_numbers", "method", "resolution", "title", "classification", "structure_file",
 ]  # fmt: skip
 
@@ -86,6 +86,7 @@ def test_prepare_writes_all_outputs_with_skip_reasons(mini_root):
         assert ",".join(dict.fromkeys(s.chain.tolist())) == by_id[entry]["chains"]
     r = by_id["11AS"]
     assert r["molecule_names"] == ["ASPARAGINE SYNTHETASE"] and r["taxids"] == ["83333"]
+    assert r["entity_chains"] == ["A, B"] and r["entity_lengths"] == [330]
     assert r["ec_numbers"] == ["6.3.1.1"] and r["n_chains"] == 2 and r["n_entities"] == 1
     assert by_id["1A8O"]["molecule_names"] == ["HIV CAPSID"]  # header fallback (no FASTA)
     assert by_id["1AAY"]["n_entities"] == 1 and "ZINC FINGER" in by_id["1AAY"]["molecule_names"][0]

@@ -40,6 +40,8 @@ SCHEMA = pa.schema(
         ("molecule_names", pa.list_(pa.string())),
         ("organisms", pa.list_(pa.string())),
         ("taxids", pa.list_(pa.string())),
+        ("entity_chains", pa.list_(pa.string())),
+        ("entity_lengths", pa.list_(pa.int64())),
         ("ec_numbers", pa.list_(pa.string())),
         ("method", pa.string()),
         ("resolution", pa.float64()),
@@ -79,8 +81,12 @@ def _is_protein_seq(seq: str) -> bool:
 
 def merge_entities(
     fasta: list[FastaEntity], header: list[HeaderEntity], chains: list[str]
-) -> list[tuple[str, str, str]]:
-    """(name, organism, taxid) per protein entity: FASTA first, header COMPND/SOURCE for what the FASTA lacks."""
+) -> list[tuple[str, str, str, str, int]]:
+    """(name, organism, taxid, chains, sequence length) per protein entity.
+
+    FASTA first, header COMPND/SOURCE for what the FASTA lacks. The chains field and the length are the FASTA's
+    (the study's template states them); a header-only entity has length 0 (unknown).
+    """
     present = set(chains)
     prot = [f for f in fasta if set(f.chains) & present]
     if not prot:  # chain ids disagree with the coordinates: fall back on the sequence alphabet
@@ -91,9 +97,11 @@ def merge_entities(
         h = next(
             (h for h in hdr if set(h.chains) & set(f.chains)), hdr[0] if len(hdr) == 1 else HeaderEntity()
         )
-        out.append((f.name or h.name, f.organism or h.organism, str(f.taxid or h.taxid)))
+        out.append(
+            (f.name or h.name, f.organism or h.organism, str(f.taxid or h.taxid), ", ".join(f.chains), len(f.sequence))
+        )
     if not out:
-        out = [(h.name, h.organism, h.taxid) for h in hdr]
+        out = [(h.name, h.organism, h.taxid, ", ".join(h.chains), 0) for h in hdr]
     return out
 
 
@@ -111,6 +119,8 @@ def _row(entry_id: str, rel: str, parsed: ParsedEntry, fasta: list[FastaEntity])
         "molecule_names": [e[0] for e in ents],
         "organisms": [e[1] for e in ents],
         "taxids": [e[2] for e in ents],
+        "entity_chains": [e[3] for e in ents],
+        "entity_lengths": [e[4] for e in ents],
         "ec_numbers": parsed.ec_numbers,
         "method": parsed.method,
         "resolution": parsed.resolution if math.isfinite(parsed.resolution) else math.nan,
