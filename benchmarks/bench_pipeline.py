@@ -84,7 +84,7 @@ def main() -> None:
     rows.append(("no-op dvc repro", noop, 0.0))
     metrics = {p.stem: json.loads(p.read_text()) for p in sorted((clone / "metrics").glob("*.json"))}
 
-    print(f"| stage | wall (s) | peak RSS (MiB) |\n|---|---:|---:|")
+    print("| stage | wall (s) | peak RSS (MiB) |\n|---|---:|---:|")
     for name, w, p in rows:
         print(f"| {name} | {w:.1f} | {p:.0f} |")
     print(f"| **dvc repro total** | {total:.1f} | {max(r[2] for r in rows[1:-1]):.0f} |")

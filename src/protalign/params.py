@@ -65,6 +65,13 @@ class GATParams:
 
 
 @dataclass(frozen=True)
+class GearNetEdgeParams:
+    hidden_dims: tuple[int, ...] = (512, 512)
+    readout: str = "sum"
+    checkpoint: str | None = None
+
+
+@dataclass(frozen=True)
 class StructureTrainParams:
     epochs: int = 10
     lr: float = 3e-3
@@ -79,6 +86,7 @@ class StructureParams:
     gdms: tuple[str, ...] = ("gat",)
     graph: GraphParams = field(default_factory=GraphParams)
     gat: GATParams = field(default_factory=GATParams)
+    gearnet_edge: GearNetEdgeParams = field(default_factory=GearNetEdgeParams)
     pooling: str = "mean"
     threads: int = 1
     train: StructureTrainParams = field(default_factory=StructureTrainParams)

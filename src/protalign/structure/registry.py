@@ -22,6 +22,7 @@ POOLINGS = ("mean", "max", "meanmax")
 # name -> "module:Class"; imported lazily so models do not import each other (add GearNet/GVP/ScanNet here)
 _ENCODERS: dict[str, str] = {
     "gat": "protalign.structure.gat:GATEncoder",
+    "gearnet_edge": "protalign.structure.gearnet:GearNetEncoder",
 }
 
 Sample = dict[str, Any]

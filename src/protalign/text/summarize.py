@@ -1,0 +1,194 @@
+"""summarize stage: one text description per protein (prepared/proteins.parquet -> prepared/summaries.parquet).
+
+Writers are pluggable (`params.summarize.writer`): `template` is the study's sentence built from the PDB id,
+length, chains, molecule names and organisms. A later `chat` writer rewrites it with an OpenAI-compatible model
+and keeps the template's first sentence. Missing fields become an explicit "unknown" (never an empty slot) and are
+counted, so a corpus with thin metadata is visible in the stage's log and return value.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+
+from protalign.storage import atomic_path
+
+log = logging.getLogger(__name__)
+
+REQUIRED = ("id", "length", "n_chains", "molecule_names", "organisms")  # entity_* columns optional
+UNKNOWN = "unknown"
+
+
+@dataclass
+class WriteResult:
+    """Texts in input row order + how many rows lacked each field."""
+
+    texts: list[str]
+    missing: Counter = field(default_factory=Counter)
+
+
+class Writer(Protocol):
+    """Turns protein rows into descriptions; `name` is stored in the `writer` column."""
+
+    name: str
+
+    def write(self, proteins: pd.DataFrame) -> WriteResult: ...
+
+
+def clean_list(value: Any) -> list[str]:
+    """Distinct non-empty strings of a list-ish cell (list, array, str or missing), first occurrence order."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return []
+    items: Iterable[Any] = (
+        [value] if isinstance(value, str) else list(np.asarray(value, dtype=object).ravel())
+    )
+    seen: dict[str, None] = {}
+    for item in items:
+        if item is None or (isinstance(item, float) and math.isnan(item)):
+            continue
+        text = " ".join(str(item).split())
+        if text and text.lower() not in {"none", "nan", "null", "?"}:
+            seen.setdefault(text, None)
+    return list(seen)
+
+
+def _count(value: Any) -> int | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return int(number) if math.isfinite(number) and number >= 0 else None
+
+
+def _chains_label(chains: str) -> str:
+    """'A, B' -> 'Chains A, B' (the FASTA header's own wording, which the study's sentence quotes)."""
+    n = len([c for c in chains.split(",") if c.strip()])
+    return f"Chain {chains}" if n == 1 else f"Chains {chains}"
+
+
+def _organism(name: str, taxid: str) -> str:
+    """'Escherichia coli K12 (83333)', as the RCSB FASTA header writes it; the taxid only where known."""
+    return f"{name} ({taxid})" if taxid and taxid.isdigit() else name
+
+
+def _entities(row: pd.Series | dict) -> list[tuple[str, str, str]]:
+    """(name, chains label, organism) per protein entity, padded with '' where a list is short or absent."""
+    names = [" ".join(str(x).split()) for x in _as_list(row.get("molecule_names"))]
+    orgs = [" ".join(str(x).split()) for x in _as_list(row.get("organisms"))]
+    taxids = [str(x) for x in _as_list(row.get("taxids"))]
+    chains = [str(x) for x in _as_list(row.get("entity_chains"))]
+    n = max(len(names), len(orgs), len(chains))
+    pad = lambda xs: xs + [""] * (n - len(xs))  # noqa: E731
+    names, orgs, taxids, chains = pad(names), pad(orgs), pad(taxids), pad(chains)
+    return [
+        (names[i], _chains_label(chains[i]) if chains[i] else "", _organism(orgs[i], taxids[i]) if orgs[i] else "")
+        for i in range(n)
+    ]
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return []
+    return [value] if isinstance(value, str) else list(np.asarray(value, dtype=object).ravel())
+
+
+def sequence_length(row: pd.Series | dict) -> int | None:
+    """The study's length: the FASTA sequences' total (protein entities); else the residues observed."""
+    lengths = [_count(x) for x in _as_list(row.get("entity_lengths"))]
+    if lengths and all(x for x in lengths):
+        return int(sum(lengths))  # type: ignore[arg-type]
+    return _count(row.get("length"))
+
+
+def template_text(row: pd.Series | dict, missing: Counter | None = None) -> str:
+    """The study's description (its summarize.py), e.g. 'The protein structure 11AS has a sequence length of:
+    330 amino acids. Here is more information: The protein structure 11AS involves the following chains:
+    Chains A, B. The protein is named ASPARAGINE SYNTHETASE. It was derived from the organism Escherichia coli
+    K12 (83333).' The first sentence is the part a chat writer keeps verbatim. The study had GPT-4o describe
+    multi-entity entries; the template lists their entities instead (one clause each)."""
+    missing = Counter() if missing is None else missing
+    pid = row["id"]
+    length = sequence_length(row)
+    ents = _entities(row)
+    names = [e[0] for e in ents if e[0]]
+    orgs = [e[2] for e in ents if e[2]]
+    for key, absent in (("length", length is None), ("n_chains", not any(e[1] for e in ents)),
+                        ("molecule_names", not names), ("organisms", not orgs)):  # fmt: skip
+        missing[key] += absent
+    first = (
+        f"The protein structure {pid} has a sequence length of: {length} amino acids."
+        if length is not None
+        else f"The protein structure {pid} has an unknown sequence length."
+    )
+    if len(ents) <= 1:
+        name, chains, org = ents[0] if ents else ("", "", "")
+        details = [
+            f"The protein structure {pid} involves the following chains: {chains or UNKNOWN}.",
+            f"The protein is named {name}." if name else "The protein's name is not recorded.",
+            f"It was derived from the organism {org}." if org else "Its source organism is not recorded.",
+        ]
+    else:
+        parts = [
+            f"{name or 'an unnamed entity'} ({'; '.join(x for x in (chains, org) if x) or 'no chain or organism recorded'})"
+            for name, chains, org in ents
+        ]
+        details = [f"The protein structure {pid} has {len(ents)} protein entities: {', '.join(parts)}."]
+    return " ".join([first, "Here is more information:", *details])
+
+
+class TemplateWriter:
+    name = "template"
+
+    def write(self, proteins: pd.DataFrame) -> WriteResult:
+        missing: Counter = Counter()
+        texts = [template_text(row, missing) for _, row in proteins.iterrows()]
+        return WriteResult(texts=texts, missing=missing)
+
+
+WRITERS: dict[str, Callable[[Any], Writer]] = {"template": lambda params: TemplateWriter()}
+
+
+def get_writer(name: str, params: Any = None) -> Writer:
+    try:
+        factory = WRITERS[name]
+    except KeyError:
+        raise ValueError(f"summarize.writer: unknown writer {name!r}; available: {sorted(WRITERS)}") from None
+    return factory(params)
+
+
+def summarize(proteins: pd.DataFrame, writer: Writer) -> tuple[pd.DataFrame, Counter]:
+    """(id, text, writer) sorted by id, and the per-field missing counts."""
+    absent = [c for c in REQUIRED if c not in proteins.columns]
+    if absent:
+        raise ValueError(f"proteins table lacks column(s) {absent} (see docs/ARCHITECTURE.md)")
+    ids = proteins["id"].astype(str)
+    if ids.duplicated().any():
+        raise ValueError(f"proteins table has duplicate ids, e.g. {ids[ids.duplicated()].iloc[0]!r}")
+    proteins = proteins.assign(id=ids).sort_values("id", kind="stable").reset_index(drop=True)
+    result = writer.write(proteins)
+    if len(result.texts) != len(proteins):
+        raise RuntimeError(
+            f"writer {writer.name!r} returned {len(result.texts)} texts for {len(proteins)} proteins"
+        )
+    out = pd.DataFrame({"id": proteins["id"], "text": result.texts, "writer": writer.name})
+    return out, result.missing
+
+
+def run(params: Any, paths: Any) -> pd.DataFrame:
+    """Read proteins.parquet, write summaries.parquet atomically; logs how many rows lacked each field."""
+    writer = get_writer(params.summarize.writer, params)
+    if not paths.proteins.exists():
+        raise FileNotFoundError(f"no proteins table at {paths.proteins} (has the prepare stage run?)")
+    out, missing = summarize(pd.read_parquet(paths.proteins), writer)
+    with atomic_path(paths.summaries) as tmp:
+        out.to_parquet(tmp, index=False)
+    counts = {k: int(missing[k]) for k in REQUIRED[1:]}
+    log.info("summarize: %d texts by %r; rows with a missing field: %s", len(out), writer.name, counts)
+    return out
