@@ -21,9 +21,17 @@ from protalign.corpus.structures import StructureError, parse_structure
 from protalign.params import load_params
 from protalign.structure import registry
 from protalign.structure.embed import embed_samples
-from protalign.structure.train import pretrain
+from protalign.structure.train import featurize_many, pretrain
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+class _DictStore:
+    def __init__(self, by_id):
+        self.by_id = by_id
+
+    def get(self, pid):
+        return self.by_id[pid]
 
 
 class _Clock:
@@ -44,6 +52,7 @@ def main() -> None:
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--train-n", type=int, default=650, help="train-split size to extrapolate an epoch to")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-train", action="store_true", help="skip the training-epoch measurement")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     params = load_params(args.params)
@@ -64,25 +73,32 @@ def main() -> None:
 
     torch.manual_seed(0)
     enc = registry.build(args.gdm, params.structure)
+    by_id = {s.id: s for s in structures}
     with _Clock() as c:
-        samples = [enc.featurize(s) for s in structures]
+        items, skipped = featurize_many(enc, _DictStore(by_id), list(by_id), "featurize")
+    samples = [it.sample for it in items]
     n_edges = sum(s["edge_index"].shape[1] for s in samples)
     print(
-        f"featurize (graph + features): {len(samples) / c.wall:.1f} proteins/s wall, "
-        f"{len(samples) / c.cpu:.1f}/CPU-s, {n_res / c.wall:.0f} residues/s; {n_edges / n_res:.1f} edges/residue"
+        f"featurize (graph + features): {len(structures) / c.wall:.1f} proteins/s wall, "
+        f"{len(structures) / c.cpu:.1f}/CPU-s, {n_res / c.wall:.0f} residues/s; {n_edges / n_res:.1f} edges/residue; "
+        f"skipped {len(skipped)} {[s['id'] for s in skipped][:5]}"
     )
 
     with _Clock() as c:
-        vectors, skipped = embed_samples(enc, samples, params.structure.train.batch_size)
+        vectors, skipped = embed_samples(
+            enc, samples, params.structure.train.batch_size, max_gb=params.structure.max_embed_gb
+        )
     print(
         f"embed forward (batch {params.structure.train.batch_size}): {len(vectors) / c.wall:.1f} proteins/s wall, "
-        f"{len(vectors) / c.cpu:.1f}/CPU-s; skipped {len(skipped)}"
+        f"{len(vectors) / c.cpu:.1f}/CPU-s; skipped {len(skipped)} {[s['id'] for s in skipped][:5]}"
     )
 
+    if args.no_train:
+        return
     cfg = dataclasses.replace(params.structure.train, epochs=1)
     with _Clock() as c:
-        pretrain(enc, samples, [], cfg)
-    per = c.wall / len(samples)
+        pretrain(enc, items, [], cfg)
+    per = c.wall / len(items)
     print(
         f"train 1 epoch (crop {cfg.max_residues}, batch {cfg.batch_size}): {c.wall:.2f} s wall / "
         f"{c.cpu:.2f} CPU-s for {len(samples)} proteins -> {per * 1000:.1f} ms/protein; "

@@ -77,14 +77,27 @@ def trained(tmp_path_factory, structures):
     return paths, summary
 
 
+class _Store:
+    def __init__(self, structures):
+        self.structures = structures
+
+    def get(self, pid):
+        return self.structures[pid]
+
+
 def _samples(structures, ids, enc):
-    return [enc.featurize(structures[i]) for i in ids]
+    items, skipped = train_stage.featurize_many(enc, _Store(structures), ids, "test")
+    assert not skipped
+    return items
 
 
 def test_train_saves_reloadable_model_and_logs(trained):
     repo, summary = trained
     assert [h["epoch"] for h in summary["history"]] == [1, 2]
-    assert all(np.isfinite(h["val_loss"]) and 0 <= h["val_acc"] <= 1 for h in summary["history"])
+    assert all(
+        np.isfinite(h["val_loss"]) and 0 <= h["val_residue_type_acc"] <= 1 and h["val_distance_mae"] > 0
+        for h in summary["history"]
+    )
     assert summary["n_train"] == 6 and summary["n_val"] == 2 and summary["selection"] == "val_loss"
     best = min(summary["history"], key=lambda h: h["val_loss"])
     assert summary["best_epoch"] == best["epoch"]
@@ -94,7 +107,8 @@ def test_train_saves_reloadable_model_and_logs(trained):
     with sqlite3.connect(repo.root / "mlflow.db") as con:
         names = {r[0] for r in con.execute("select name from runs")}
         metrics = {r[0] for r in con.execute("select key from metrics")}
-    assert "train_structure@gat" in names and {"train_loss", "val_loss", "val_acc"} <= metrics
+    assert "train_structure@gat" in names
+    assert {"train_loss", "val_loss", "val_residue_type_acc", "val_angle_acc", "val_distance_mae"} <= metrics
 
 
 def test_training_is_deterministic(structures):

@@ -1,8 +1,10 @@
 """`embed_structure@<gdm>`: one vector per protein for EVERY protein in the store (all splits).
 
 The trained encoder (models/structure/<gdm>.pt) is rebuilt from its stored config, so the graph settings match
-training; the readout is `params.structure.pooling` (pretraining does not depend on it). A protein the model
-cannot embed is listed in meta["skipped"] with the reason (the run goes on).
+training; the readout is `params.structure.pooling` (pretraining does not depend on it). Proteins are embedded
+whole (no crop, no residue dropped); one the model cannot embed, or whose estimated forward memory exceeds
+`structure.max_embed_gb`, is listed in meta["skipped"] with the reason (the run goes on). `structure.device`
+picks cpu / cuda / auto.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from protalign.storage import EmbeddingSet, save_embeddings
-from protalign.structure.registry import POOLINGS, Sample, StructureEncoder
+from protalign.structure.registry import POOLINGS, Sample, StructureEncoder, resolve_device, to_device
 from protalign.structure.train import _open_store, file_sha256, load_checkpoint, set_threads
 
 log = logging.getLogger(__name__)
@@ -38,23 +40,47 @@ def _chunks(samples: list[Sample], max_proteins: int, max_residues: int) -> list
 
 
 def embed_samples(
-    encoder: StructureEncoder, samples: list[Sample], batch_size: int
+    encoder: StructureEncoder,
+    samples: list[Sample],
+    batch_size: int,
+    device: torch.device | str = "cpu",
+    max_gb: float | None = None,
 ) -> tuple[dict[str, np.ndarray], list[dict]]:
-    """Embeddings by id; a batch that fails is retried protein by protein so one bad protein skips alone."""
+    """Embeddings by id, whole proteins (never cropped); a batch that fails is retried protein by protein so one
+    bad protein skips alone; a protein whose estimated forward memory exceeds `max_gb` is skipped with the reason."""
     vectors: dict[str, np.ndarray] = {}
     skipped: list[dict] = []
-    encoder.eval()
+    if max_gb is not None:
+        fits = []
+        for s in samples:
+            need = encoder.estimate_bytes(s) / 2**30
+            if need > max_gb:
+                skipped.append(
+                    {
+                        "id": s["id"],
+                        "reason": f"too large: ~{need:.1f} GB estimated forward memory > "
+                        f"structure.max_embed_gb {max_gb} ({s['num_nodes']} residues)",
+                    }  # fmt: skip
+                )
+            else:
+                fits.append(s)
+        samples = fits
+    encoder.eval().to(device)
+
+    def _embed(group: list[Sample]) -> torch.Tensor:
+        return encoder.embed(to_device(encoder.collate(group), device)).float().cpu()
+
     with torch.inference_mode():
         for chunk in tqdm(
             _chunks(samples, batch_size, MAX_BATCH_RESIDUES), desc="embed_structure", disable=None
         ):
             try:
-                groups = [(chunk, encoder.embed(encoder.collate(chunk)))]
+                groups = [(chunk, _embed(chunk))]
             except (RuntimeError, ValueError, IndexError):
                 groups = []
                 for s in chunk:
                     try:
-                        groups.append(([s], encoder.embed(encoder.collate([s]))))
+                        groups.append(([s], _embed([s])))
                     except (RuntimeError, ValueError, IndexError) as exc:
                         skipped.append(
                             {"id": s["id"], "reason": f"forward failed: {type(exc).__name__}: {exc}"}
@@ -89,7 +115,10 @@ def run(params, paths, gdm: str) -> dict[str, Any]:
             samples.append(encoder.featurize(store.get(pid)))
         except (ValueError, RuntimeError, IndexError, KeyError) as exc:
             skipped.append({"id": pid, "reason": f"featurize failed: {type(exc).__name__}: {exc}"})
-    vectors, failed = embed_samples(encoder, samples, params.structure.train.batch_size)
+    device = resolve_device(params.structure.device)
+    vectors, failed = embed_samples(
+        encoder, samples, params.structure.train.batch_size, device, params.structure.max_embed_gb
+    )
     skipped += failed
     for s in skipped:
         log.warning("embed_structure@%s: skipped %s (%s)", gdm, s["id"], s["reason"])
@@ -102,6 +131,7 @@ def run(params, paths, gdm: str) -> dict[str, Any]:
         "pooling": pooling,
         "config": encoder.config,
         "model_sha256": file_sha256(model_path),
+        "weights": payload["summary"].get("weights", "trained"),
         "trained_best_epoch": payload["summary"].get("best_epoch"),
         "skipped": sorted(skipped, key=lambda s: s["id"]),
         "n_skipped": len(skipped),

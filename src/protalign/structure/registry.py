@@ -23,6 +23,8 @@ POOLINGS = ("mean", "max", "meanmax")
 _ENCODERS: dict[str, str] = {
     "gat": "protalign.structure.gat:GATEncoder",
     "gearnet_edge": "protalign.structure.gearnet:GearNetEncoder",
+    "gvp": "protalign.structure.gvp:GVPEncoder",
+    "scannet": "protalign.structure.scannet:ScanNetEncoder",
 }
 
 Sample = dict[str, Any]
@@ -36,12 +38,12 @@ def pool(node_feats: torch.Tensor, batch: torch.Tensor, num_graphs: int, pooling
     d = node_feats.shape[1]
     parts = []
     if pooling in ("mean", "meanmax"):
-        total = torch.zeros(num_graphs, d, dtype=node_feats.dtype).index_add_(0, batch, node_feats)
+        total = node_feats.new_zeros(num_graphs, d).index_add_(0, batch, node_feats)
         count = torch.bincount(batch, minlength=num_graphs).clamp_min(1).to(node_feats.dtype)
         parts.append(total / count[:, None])
     if pooling in ("max", "meanmax"):
         idx = batch[:, None].expand(-1, d)
-        init = torch.zeros(num_graphs, d, dtype=node_feats.dtype)
+        init = node_feats.new_zeros(num_graphs, d)
         parts.append(init.scatter_reduce(0, idx, node_feats, reduce="amax", include_self=False))
     return torch.cat(parts, dim=1)
 
@@ -78,6 +80,15 @@ class StructureEncoder(nn.Module):
         raise NotImplementedError
 
     # --- shared ----------------------------------------------------------------------------------------------
+    memory_factor: float = (
+        16.0  # live float32 activations per (node + edge) × node_dim (rough; override per model)
+    )
+
+    def estimate_bytes(self, sample: Sample) -> float:
+        """Rough peak memory of one forward on `sample`, for skipping giants at inference (structure.max_embed_gb)."""
+        size = sample["num_nodes"] + sample["edge_index"].shape[1]
+        return 4.0 * size * self.node_dim * self.memory_factor
+
     @property
     def dim(self) -> int:
         """Width of `embed` output (meanmax doubles the node width)."""
@@ -120,6 +131,22 @@ class StructureEncoder(nn.Module):
         for k in (*self.node_keys, *self.edge_keys):
             out[k] = torch.cat([s[k] for s in samples], dim=0)
         return out
+
+
+def to_device(batch: Batch, device: torch.device | str) -> Batch:
+    """The batch with every tensor moved to `device` (collate builds CPU tensors)."""
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def resolve_device(name: str) -> torch.device:
+    """`structure.device`: cpu | cuda | auto (cuda when available); cuda without a GPU is an error, not a fallback."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("structure.device is 'cuda' but no CUDA device is available (use 'auto' or 'cpu')")
+    if name not in ("cpu", "cuda"):
+        raise ValueError(f"structure.device must be cpu | cuda | auto, got {name!r}")
+    return torch.device(name)
 
 
 def available() -> list[str]:

@@ -1,10 +1,12 @@
-"""`train_structure@<gdm>`: self-supervised pretraining of a GDM by masked residue-type prediction.
+"""`train_structure@<gdm>`: self-supervised (+ optional EC) pretraining of a GDM, or random / external weights.
 
-Only the split's `train` proteins are trained on; `val` picks the best epoch (never `test`). Each step takes a
-random contiguous crop of at most `max_residues` residues per protein (speed, bounded memory), hides the type of
-`mask_rate` of the residues and predicts it from the encoder's per-residue output with a linear head.
-Deterministic given `structure.train.seed`: one seed for the weights and dropout, seeded generators for the
-order, crops and masks; validation uses the same crops and masks every epoch so epochs are comparable.
+`structure.weights`: `trained` trains here; `random` saves the seeded initial weights untrained (a baseline);
+any other value is a checkpoint path (`{gdm}` is replaced by the model name): our own format, or a bare state dict
+of the encoder that `params` build. Training uses only the split's `train` proteins; `val` picks the best epoch
+(never `test`). Each step takes a random contiguous crop of at most `max_residues` residues per protein (the
+study cropped to 350) and optimises the sum of the `tasks` losses (tasks.py: masked residue type, Cα distance,
+Cα angle bins, EC class). Deterministic given `structure.train.seed`: one seed for the weights and dropout, seeded
+generators for order, crops, masks and sampled pairs; validation draws the same ones every epoch.
 """
 
 from __future__ import annotations
@@ -13,21 +15,30 @@ import dataclasses
 import hashlib
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 from tqdm.auto import tqdm
 
 from protalign.storage import atomic_path, read_json
-from protalign.structure import registry
+from protalign.structure import registry, tasks
 from protalign.structure.registry import Sample, StructureEncoder
 from protalign.tracking import mlflow_run
 
 log = logging.getLogger(__name__)
-N_CLASSES = 20  # targets are the 20 standard types; unknown residues are never targets
 CHECKPOINT_FORMAT = 1
+QUALITY = {"residue_type": "acc", "distance": "mae", "angle": "acc", "ec": "acc"}
+
+
+@dataclasses.dataclass
+class Item:
+    """One training protein: the encoder's sample + what the tasks need (store-order types, Cα, EC class)."""
+
+    sample: Sample
+    aa: torch.Tensor
+    pos: torch.Tensor
+    ec: int = -1
 
 
 def _open_store(paths):
@@ -38,48 +49,44 @@ def _open_store(paths):
 
 
 def featurize_many(
-    encoder: StructureEncoder, store, ids: list[str], desc: str
-) -> tuple[list[Sample], list[dict]]:
+    encoder: StructureEncoder, store, ids: list[str], desc: str, ec: dict[str, int] | None = None
+) -> tuple[list[Item], list[dict]]:
     """Featurize `ids`; a protein that fails is returned in the skip list with its reason, never dropped silently."""
-    samples, skipped = [], []
+    items, skipped = [], []
     for pid in tqdm(ids, desc=desc, disable=None, leave=False):
         try:
-            samples.append(encoder.featurize(store.get(pid)))
-        except (ValueError, RuntimeError, IndexError) as exc:
+            st = store.get(pid)
+            sample = encoder.featurize(st)
+            if sample["num_nodes"] != len(st.aa):
+                raise ValueError(f"encoder kept {sample['num_nodes']} of {len(st.aa)} residues")
+            pos = torch.as_tensor(st.ca, dtype=torch.float32)
+            items.append(Item(sample, torch.as_tensor(st.aa, dtype=torch.long), pos, (ec or {}).get(pid, -1)))
+        except (ValueError, RuntimeError, IndexError, KeyError) as exc:
             skipped.append({"id": pid, "reason": f"{type(exc).__name__}: {exc}"})
-    return samples, skipped
+    return items, skipped
 
 
-def _crop(encoder: StructureEncoder, sample: Sample, max_residues: int, gen: torch.Generator) -> Sample:
-    n = sample["num_nodes"]
+def _crop(encoder: StructureEncoder, item: Item, max_residues: int, gen: torch.Generator) -> Item:
+    n = item.sample["num_nodes"]
     if n <= max_residues:
-        return sample
+        return item
     start = int(torch.randint(0, n - max_residues + 1, (1,), generator=gen))
-    return encoder.crop(sample, start, start + max_residues)
+    sl = slice(start, start + max_residues)
+    return Item(encoder.crop(item.sample, start, start + max_residues), item.aa[sl], item.pos[sl], item.ec)
 
 
-def _type_mask(aa: torch.Tensor, rate: float, gen: torch.Generator) -> torch.Tensor:
-    """Bernoulli(rate) over residues with a standard type; at least one residue per batch."""
-    eligible = aa < N_CLASSES
-    mask = (torch.rand(aa.shape, generator=gen) < rate) & eligible
-    if not mask.any() and eligible.any():
-        candidates = eligible.nonzero().flatten()
-        mask[candidates[int(torch.randint(0, len(candidates), (1,), generator=gen))]] = True
-    return mask
-
-
-def masked_type_loss(
-    encoder: StructureEncoder, head: nn.Module, samples: list[Sample], cfg, gen: torch.Generator
-) -> tuple[torch.Tensor, int, int]:
-    """Cross-entropy of predicting hidden residue types; returns (mean loss, n correct, n masked)."""
-    batch = encoder.collate([_crop(encoder, s, cfg.max_residues, gen) for s in samples])
-    mask = _type_mask(batch["aa"], cfg.mask_rate, gen)
-    if not mask.any():
-        return torch.zeros((), requires_grad=True), 0, 0
-    logits = head(encoder(batch, type_mask=mask)[mask])
-    target = batch["aa"][mask]
-    loss = F.cross_entropy(logits, target)
-    return loss, int((logits.argmax(1) == target).sum()), int(mask.sum())
+def step_losses(
+    encoder, heads, items: list[Item], cfg, gen, device
+) -> tuple[torch.Tensor | None, dict, dict]:
+    """Crop, collate, one forward: (total loss or None when no task had targets, per-task losses, stats)."""
+    crops = [_crop(encoder, it, cfg.max_residues, gen) for it in items]
+    batch = registry.to_device(encoder.collate([c.sample for c in crops]), device)
+    aa = torch.cat([c.aa for c in crops]).to(device)
+    pos = torch.cat([c.pos for c in crops]).to(device)
+    ec = torch.tensor([c.ec for c in crops], dtype=torch.long, device=device)
+    losses, stats = tasks.task_losses(encoder, heads, batch, aa, pos, ec, cfg, gen)
+    total = sum(losses.values()) if losses else None
+    return total, losses, stats
 
 
 def _batches(n: int, size: int, gen: torch.Generator | None) -> list[list[int]]:
@@ -87,29 +94,58 @@ def _batches(n: int, size: int, gen: torch.Generator | None) -> list[list[int]]:
     return [order[i : i + size] for i in range(0, n, size)]
 
 
-def evaluate(encoder, head, samples: list[Sample], cfg, seed: int) -> tuple[float, float]:
-    """Validation (loss, accuracy) with fixed crops and masks (same `seed` → same residues every epoch)."""
+class _Meter:
+    """Epoch averages: total loss per batch, each task's loss and quality measure."""
+
+    def __init__(self) -> None:
+        self.loss, self.batches = 0.0, 0
+        self.task: dict[str, list[float]] = {}
+
+    def add(self, total, losses, stats) -> None:
+        if total is None:
+            return
+        self.loss, self.batches = self.loss + float(total), self.batches + 1
+        for t, v in losses.items():
+            acc = self.task.setdefault(t, [0.0, 0, 0.0, 0])
+            acc[0], acc[1] = acc[0] + float(v), acc[1] + 1
+            acc[2], acc[3] = acc[2] + stats[t][0], acc[3] + stats[t][1]
+
+    def row(self, prefix: str) -> dict[str, float]:
+        out = {f"{prefix}_loss": self.loss / self.batches if self.batches else float("nan")}
+        for t, (loss, nb, q, nq) in sorted(self.task.items()):
+            out[f"{prefix}_{t}_loss"] = loss / nb
+            out[f"{prefix}_{t}_{QUALITY[t]}"] = q / max(nq, 1)
+        return out
+
+
+def evaluate(encoder, heads, items: list[Item], cfg, seed: int, device="cpu") -> dict[str, float]:
+    """Validation metrics with fixed crops, masks and sampled pairs (same `seed` → same draws every epoch)."""
     encoder.eval()
-    head.eval()
+    heads.eval()
     gen = torch.Generator().manual_seed(seed)
-    total, correct, count = 0.0, 0, 0
+    meter = _Meter()
     with torch.inference_mode():
-        for idx in _batches(len(samples), cfg.batch_size, None):
-            loss, c, m = masked_type_loss(encoder, head, [samples[i] for i in idx], cfg, gen)
-            total += float(loss) * m
-            correct += c
-            count += m
-    return (total / count, correct / count) if count else (float("nan"), float("nan"))
+        for idx in _batches(len(items), cfg.batch_size, None):
+            meter.add(*step_losses(encoder, heads, [items[i] for i in idx], cfg, gen, device))
+    return meter.row("val")
 
 
 def pretrain(
-    encoder: StructureEncoder, train: list[Sample], val: list[Sample], cfg, tracker=None
+    encoder: StructureEncoder,
+    train: list[Item],
+    val: list[Item],
+    cfg,
+    tracker=None,
+    n_ec: int = 0,
+    device: torch.device | str = "cpu",
 ) -> dict[str, Any]:
     """Train `encoder` in place; it ends holding the best epoch's weights. Returns the training summary."""
     if not train:
         raise ValueError("no trainable proteins in the train split")
-    head = nn.Linear(encoder.node_dim, N_CLASSES)
-    opt = torch.optim.Adam([*encoder.parameters(), *head.parameters()], lr=cfg.lr)
+    heads = tasks.PretrainHeads(encoder.node_dim, cfg.tasks, n_ec)
+    encoder.to(device)
+    heads.to(device)
+    opt = torch.optim.Adam([*encoder.parameters(), *heads.parameters()], lr=cfg.lr)
     gen = torch.Generator().manual_seed(cfg.seed)
     selection = "val_loss" if val else "train_loss"  # no val proteins: fall back, and say so in the summary
     best: dict[str, Any] = {"score": float("inf")}
@@ -117,40 +153,45 @@ def pretrain(
     bar = tqdm(range(1, cfg.epochs + 1), desc="train_structure", disable=None)
     for epoch in bar:
         encoder.train()
-        head.train()
-        t0, total, correct, count = time.perf_counter(), 0.0, 0, 0
+        heads.train()
+        t0, meter = time.perf_counter(), _Meter()
         for idx in _batches(len(train), cfg.batch_size, gen):
-            loss, c, m = masked_type_loss(encoder, head, [train[i] for i in idx], cfg, gen)
+            total, losses, stats = step_losses(encoder, heads, [train[i] for i in idx], cfg, gen, device)
+            if total is None:
+                continue
             opt.zero_grad()
-            loss.backward()
+            total.backward()
             opt.step()
-            total, correct, count = total + loss.item() * m, correct + c, count + m
-        row = {"epoch": epoch, "train_loss": total / max(count, 1), "train_acc": correct / max(count, 1)}
+            meter.add(total.detach(), {k: v.detach() for k, v in losses.items()}, stats)
+        row = {"epoch": epoch, **meter.row("train")}
         if val:
-            row["val_loss"], row["val_acc"] = evaluate(encoder, head, val, cfg, seed=cfg.seed + 1)
+            row.update(evaluate(encoder, heads, val, cfg, seed=cfg.seed + 1, device=device))
         row["seconds"] = time.perf_counter() - t0
         history.append(row)
         if tracker is not None:
             tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
-        bar.set_postfix({k: round(v, 3) for k, v in row.items() if k.endswith(("loss", "acc"))})
+        bar.set_postfix({k: round(v, 3) for k, v in row.items() if k in ("train_loss", "val_loss")})
         score = row[selection]
-        if score < best["score"]:  # strict: ties keep the earlier epoch
+        if score < best["score"]:  # strict: ties keep the earlier epoch; NaN never wins
             best = {
                 "score": score,
                 "epoch": epoch,
-                "encoder": {k: v.detach().clone() for k, v in encoder.state_dict().items()},
-                "head": {k: v.detach().clone() for k, v in head.state_dict().items()},
+                "encoder": {k: v.detach().cpu().clone() for k, v in encoder.state_dict().items()},
+                "head": {k: v.detach().cpu().clone() for k, v in heads.state_dict().items()},
             }
     if "encoder" not in best:
         raise RuntimeError(f"training produced no finite {selection}; history: {history}")
-    encoder.load_state_dict(best["encoder"])
+    encoder.cpu().load_state_dict(best["encoder"])
     return {
+        "weights": "trained",
+        "tasks": list(cfg.tasks),
         "best_epoch": best["epoch"],
         "selection": selection,
         "best_score": best["score"],
         "history": history,
         "n_train": len(train),
         "n_val": len(val),
+        "n_ec_classes": n_ec,
         "head_state_dict": best["head"],
     }
 
@@ -175,7 +216,7 @@ def save_checkpoint(path, encoder: StructureEncoder, gdm: str, summary: dict[str
         "gdm": gdm,
         "encoder": encoder.name,
         "config": encoder.config,
-        "state_dict": encoder.state_dict(),
+        "state_dict": {k: v.detach().cpu() for k, v in encoder.state_dict().items()},
         "head_state_dict": head,
         "summary": summary,
     }
@@ -208,25 +249,73 @@ def set_threads(params) -> None:
         torch.set_num_threads(threads)
 
 
+def load_external(path: str | Path, gdm: str, params) -> tuple[StructureEncoder, dict[str, Any]]:
+    """Encoder from a checkpoint file: our format (must be for `gdm`), or a bare state dict for `params`' model."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"structure.weights: checkpoint {path} not found")
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(payload, dict) and "format" in payload:
+        if payload.get("gdm") != gdm and payload.get("encoder") != registry.encoder_class(gdm).name:
+            raise ValueError(f"{path} holds a {payload.get('gdm')!r} model, not {gdm!r}")
+        encoder, payload = load_checkpoint(path)
+        return encoder, {**payload.get("summary", {}), "weights": str(path)}
+    if not isinstance(payload, dict):
+        raise ValueError(
+            f"{path}: expected a state dict or a protalign checkpoint, got {type(payload).__name__}"
+        )
+    encoder = registry.build(gdm, params.structure)
+    encoder.load_state_dict(payload.get("state_dict", payload))  # strict: a mismatch names the keys
+    return encoder.eval(), {"weights": str(path)}
+
+
+def ec_labels(paths, ids: list[str], level: int) -> tuple[dict[str, int], list[str]]:
+    """EC class index per train id (first `level` digits; classes from the TRAIN split only) and the classes."""
+    import pandas as pd
+
+    table = pd.read_parquet(paths.proteins, columns=["id", "ec_numbers"])
+    labels = {
+        pid: tasks.ec_label(ecs, level) for pid, ecs in zip(table["id"], table["ec_numbers"], strict=True)
+    }
+    classes = tasks.ec_classes(labels, ids)
+    index = {c: k for k, c in enumerate(classes)}
+    return {pid: index[lab] for pid, lab in labels.items() if lab in index}, classes
+
+
 def run(params, paths, gdm: str) -> dict[str, Any]:
-    """Stage entry: pretrain `gdm` on the train split, select on val, save `models/structure/<gdm>.pt`."""
+    """Stage entry: train (or take random / external weights for) `gdm`; save `models/structure/<gdm>.pt`."""
     cfg = params.structure.train
+    weights = str(params.structure.weights)
+    tasks.check_tasks(cfg.tasks)
     set_threads(params)
-    split = read_json(paths.split)
-    store = _open_store(paths)
+    device = registry.resolve_device(params.structure.device)
     torch.manual_seed(cfg.seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
-    encoder = registry.build(gdm, params.structure)
-    train, skip_train = featurize_many(encoder, store, list(split["train"]), "featurize train")
-    val, skip_val = featurize_many(encoder, store, list(split["val"]), "featurize val")
-    for s in skip_train + skip_val:
-        log.warning("train_structure@%s: skipped %s (%s)", gdm, s["id"], s["reason"])
-    t0 = time.perf_counter()
     mlflow_params = {"gdm": gdm, **_flat("structure", params.structure)}
+    t0 = time.perf_counter()
     with mlflow_run(paths, stage="train_structure", item=gdm, params=mlflow_params) as tracker:
-        summary = pretrain(encoder, train, val, cfg, tracker)
+        if weights == "trained":
+            split = read_json(paths.split)
+            store = _open_store(paths)
+            ec, classes = ({}, [])
+            if "ec" in cfg.tasks:
+                ec, classes = ec_labels(paths, list(split["train"]), cfg.ec_level)
+            encoder = registry.build(gdm, params.structure)
+            train, skip_train = featurize_many(encoder, store, list(split["train"]), "featurize train", ec)
+            val, skip_val = featurize_many(encoder, store, list(split["val"]), "featurize val", ec)
+            for s in skip_train + skip_val:
+                log.warning("train_structure@%s: skipped %s (%s)", gdm, s["id"], s["reason"])
+            summary = pretrain(encoder, train, val, cfg, tracker, n_ec=len(classes), device=device)
+            summary.update(ec_classes=classes, skipped=skip_train + skip_val)
+            tracker.log_metrics({"best_epoch": summary["best_epoch"], "best_score": summary["best_score"]})
+        elif weights == "random":
+            encoder = registry.build(gdm, params.structure).eval()
+            summary = {"weights": "random", "best_epoch": None, "history": [], "seed": cfg.seed}
+        else:
+            source = Path(weights.replace("{gdm}", gdm))
+            encoder, summary = load_external(
+                source if source.is_absolute() else paths.root / source, gdm, params
+            )
         summary["seconds"] = time.perf_counter() - t0
-        summary["skipped"] = skip_train + skip_val
-        tracker.log_metrics({"best_epoch": summary["best_epoch"], "best_score": summary["best_score"]})
     save_checkpoint(paths.structure_model(gdm), encoder, gdm, summary)
     return {k: v for k, v in summary.items() if k != "head_state_dict"}
