@@ -86,7 +86,8 @@ class StructureEncoder(nn.Module):
 
     def estimate_bytes(self, sample: Sample) -> float:
         """Rough peak memory of one forward on `sample`, for skipping giants at inference (structure.max_embed_gb)."""
-        size = sample["num_nodes"] + sample["edge_index"].shape[1]
+        edges = sample["edge_index"].shape[1] if "edge_index" in sample else 0  # ScanNet: no graph edges
+        size = sample["num_nodes"] + edges
         return 4.0 * size * self.node_dim * self.memory_factor
 
     @property
