@@ -93,6 +93,14 @@ class Paths:
     def summaries(self) -> Path:
         return self.prepared / "summaries.parquet"
 
+    @property
+    def clusters(self) -> Path:
+        return self.prepared / "clusters.parquet"
+
+    @property
+    def folds(self) -> Path:
+        return self.prepared / "folds.json"
+
     # embeddings
     def text_embeddings(self, llm: str) -> Path:
         return self.root / "embeddings" / "text" / llm
@@ -117,6 +125,15 @@ class Paths:
     @property
     def reports(self) -> Path:
         return self.root / "reports"
+
+    # cross-validation of the heads (analysis/cv.py); `variant` is "" for the default head, "L<n>" for depth n
+    def cv_metrics(self, llm: str, gdm: str, variant: str = "") -> Path:
+        sub = "cv" if not variant else "depth"
+        return self.root / "metrics" / sub / f"{pair_id(llm, gdm)}{'__' + variant if variant else ''}.json"
+
+    def cv_per_protein(self, llm: str, gdm: str, variant: str = "") -> Path:
+        sub = "cv" if not variant else "depth"
+        return self.reports / sub / f"{pair_id(llm, gdm)}{'__' + variant if variant else ''}.csv"
 
     # ignored cache (resume state, downloads, model files); anchored at the MAIN root; PROTALIGN_CACHE overrides
     @property

@@ -28,7 +28,7 @@ class HeadConfig:
     structure_dim: int
     dim: int
     structure_layers: int = 1
-    hidden_dim: int = 512
+    hidden_dim: int | None = None  # None: the study's rule, equal steps from structure_dim to dim
 
     def __post_init__(self) -> None:
         if not 1 <= self.structure_layers <= MAX_STRUCTURE_LAYERS:
@@ -36,8 +36,22 @@ class HeadConfig:
                 f"align.structure_layers must be 1..{MAX_STRUCTURE_LAYERS}, got {self.structure_layers}"
             )
         for name in ("text_dim", "structure_dim", "dim", "hidden_dim"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"head config {name} must be >= 1, got {getattr(self, name)}")
+
+
+def structure_widths(config: HeadConfig) -> list[int]:
+    """Layer widths of the structure head, input first: a fixed `hidden_dim` for every hidden layer, or (None) the
+    study's shape rule, equal steps from the GDM width to the output width (3072 -> 2816 -> 2560 -> 2304)."""
+    n = config.structure_layers
+    if config.hidden_dim is not None:
+        return [config.structure_dim] + [config.hidden_dim] * (n - 1) + [config.dim]
+    step = (config.dim - config.structure_dim) / n
+    return (
+        [config.structure_dim]
+        + [int(round(config.structure_dim + step * i)) for i in range(1, n)]
+        + [config.dim]
+    )
 
 
 class TextHead(nn.Module):
@@ -52,11 +66,11 @@ class TextHead(nn.Module):
 
 
 class StructureHead(nn.Module):
-    """1-3 Linear layers (ReLU between, hidden width `hidden_dim`), then L2 normalisation."""
+    """1-3 Linear layers (ReLU between, widths from `structure_widths`), then L2 normalisation."""
 
     def __init__(self, config: HeadConfig) -> None:
         super().__init__()
-        widths = [config.structure_dim] + [config.hidden_dim] * (config.structure_layers - 1) + [config.dim]
+        widths = structure_widths(config)
         layers: list[nn.Module] = []
         for i, (d_in, d_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
             if i > 0:

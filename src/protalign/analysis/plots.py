@@ -61,3 +61,58 @@ def matched_cosine_hist(values: Mapping[tuple[str, str], np.ndarray], path: str 
         ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     _save(fig, path)
+
+
+def property_bins(bins: pd.DataFrame, columns: list[str], path: str | Path) -> None:
+    """One panel per property: mean per-protein score per quantile bin (error bars: SEM), one line per pair."""
+    fig, axes = plt.subplots(1, len(columns), figsize=(3.2 * len(columns), 3.4), squeeze=False)
+    for ax, col in zip(axes[0], columns, strict=True):
+        sub = bins[bins["property"] == col]
+        for pair, grp in sub.groupby("pair", sort=True):
+            ax.errorbar(grp["bin"], grp["mean_score"], yerr=grp["sem"].fillna(0.0), marker="o", ms=3,
+                        capsize=2, label=pair.replace("__", " / "))  # fmt: skip
+        ax.set_title(col, fontsize=9)
+        ax.set_xlabel("quantile bin (low -> high)", fontsize=8)
+        ax.tick_params(labelsize=7)
+    axes[0][0].set_ylabel("matched cosine (CV)", fontsize=8)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    if handles:
+        axes[0][0].legend(handles, labels, fontsize=6, loc="best")
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def heatmap(matrix: pd.DataFrame, path: str | Path, title: str, label: str, vmin=None, vmax=None) -> None:
+    """Annotated heatmap of a small labelled matrix (rows x columns); NaN cells stay blank."""
+    values = matrix.to_numpy(dtype=float)
+    fig, ax = plt.subplots(figsize=(1.2 * values.shape[1] + 3.0, 0.6 * values.shape[0] + 2.0))
+    image = ax.imshow(np.ma.masked_invalid(values), cmap="viridis", vmin=vmin, vmax=vmax, aspect="auto")
+    ax.set_xticks(
+        range(values.shape[1]), [str(c) for c in matrix.columns], rotation=30, ha="right", fontsize=8
+    )
+    ax.set_yticks(range(values.shape[0]), [str(r) for r in matrix.index], fontsize=8)
+    for (i, j), v in np.ndenumerate(values):
+        if np.isfinite(v):
+            ax.text(j, i, f"{v:.3f}", ha="center", va="center", fontsize=7, color="white")
+    fig.colorbar(image, ax=ax, label=label)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def depth_lines(table: pd.DataFrame, path: str | Path) -> None:
+    """Cross-validated score vs structure-head depth, one line per pair (error bars: bootstrap CI)."""
+    fig, ax = plt.subplots(figsize=(5.0, 3.6))
+    for pair, grp in table.groupby("pair", sort=True):
+        grp = grp.sort_values("layers")
+        err = np.vstack([grp["score"] - grp["ci_low"], grp["ci_high"] - grp["score"]])
+        ax.errorbar(
+            grp["layers"], grp["score"], yerr=err, marker="o", capsize=3, label=pair.replace("__", " / ")
+        )
+    ax.set_xlabel("structure-head layers")
+    ax.set_ylabel("alignment score (CV)")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    if len(table):
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    _save(fig, path)

@@ -1,0 +1,172 @@
+"""`crossval` and `head_depth` stages: K-fold cross-validation of the projection HEADS on frozen embeddings.
+
+One test split of ~70 proteins says little, so the findings score every protein once per seed: fold k is the test
+part, fold k+1 the validation part (model selection, as in `align`), the rest trains `align.train.fit_heads`. Folds
+come from `prepared/folds.json` (the `folds` stage: ONE assignment per method, shared by every pair). Proteins are
+those all models in params embedded (as in `evaluate`), so every pair is scored on the same ids.
+
+Per protein we keep the matched cosine and its share of the study's alignment score,
+score_i = cos(p_i, t_i) - mean_{j != i} |cos(p_i, t_j)| within its test fold, whose mean over a fold IS the fold's
+alignment score; so bootstrap intervals over proteins (over clusters under the cluster method) are intervals of
+the score. The untrained heads (same seed) give the baseline on the same folds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from protalign.align.evaluate import shared_ids
+from protalign.align.heads import build_heads
+from protalign.align.metrics import alignment_score, cosine_matrix
+from protalign.align.train import fit_heads, head_config
+from protalign.analysis import stats
+from protalign.params import Params
+from protalign.paths import Paths, pair_id
+from protalign.storage import load_embeddings, read_json, write_json, write_text
+
+
+def per_protein_scores(sim: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(matched cosine, per-protein alignment contribution) from S[i, j] = cos(structure_i, text_j)."""
+    n = sim.shape[0]
+    if n < 2:
+        raise ValueError("need >= 2 proteins in a test fold")
+    diag = np.diagonal(sim).copy()
+    off = (np.abs(sim).sum(axis=1) - np.abs(diag)) / (n - 1)
+    return diag, diag - off
+
+
+@torch.no_grad()
+def _sim(heads, text: np.ndarray, structure: np.ndarray) -> np.ndarray:
+    text_head, structure_head = heads
+    t = text_head(torch.as_tensor(text, dtype=torch.float32)).numpy()
+    s = structure_head(torch.as_tensor(structure, dtype=torch.float32)).numpy()
+    return cosine_matrix(s, t)
+
+
+def load_folds(paths: Paths) -> dict[str, Any]:
+    if not paths.folds.exists():
+        raise FileNotFoundError(f"no {paths.folds} (run the folds stage first)")
+    return read_json(paths.folds)
+
+
+def crossval(
+    params: Params, paths: Paths, llm: str, gdm: str, methods: list[str], layers: int | None = None
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Metrics per method + per-protein table (seed means) for one pair; `layers` overrides the head depth."""
+    a = params.analysis
+    if not a.seeds:
+        raise ValueError("analysis.seeds is empty")
+    align = (
+        params.align if layers is None else dataclasses.replace(params.align, structure_layers=int(layers))
+    )
+    folds = load_folds(paths)
+    text_set, struct_set = (
+        load_embeddings(paths.text_embeddings(llm)),
+        load_embeddings(paths.structure_embeddings(gdm)),
+    )
+    common, used = shared_ids(params, paths, llm, gdm)
+    config = head_config(align, text_set.vectors.shape[1], struct_set.vectors.shape[1])
+    clusters = folds.get("clusters", {})
+    metrics: dict[str, Any] = {
+        "llm": llm,
+        "gdm": gdm,
+        "structure_layers": align.structure_layers,
+        "methods": {},
+    }
+    tables = []
+    for method in methods:
+        if method not in folds["methods"]:
+            raise ValueError(f"{paths.folds} has no folds for method {method!r}; add it to analysis.methods")
+        assignment = {i: f for i, f in folds["methods"][method].items() if i in common}
+        ids = sorted(assignment)
+        k = int(folds["k"])
+        fold_of = np.array([assignment[i] for i in ids])
+        text, structure = text_set.subset(ids), struct_set.subset(ids)
+        matched = np.zeros((len(a.seeds), len(ids)))
+        score = np.zeros_like(matched)
+        base = np.zeros_like(matched)
+        fold_scores = []
+        for s_i, seed in enumerate(a.seeds):
+            seed_align = dataclasses.replace(align, seed=int(seed))
+            for f in range(k):
+                test, val = fold_of == f, fold_of == (f + 1) % k
+                train = ~(test | val)
+                if min(test.sum(), val.sum(), train.sum()) < 2:
+                    raise ValueError(
+                        f"fold {f} ({method}) has {test.sum()} test / {val.sum()} val / {train.sum()} train "
+                        "proteins; need >= 2 each (fewer analysis.folds?)"
+                    )
+                fit = fit_heads(
+                    (text[train], structure[train]), (text[val], structure[val]), config, seed_align
+                )
+                sim = _sim((fit.text_head, fit.structure_head), text[test], structure[test])
+                matched[s_i, test], score[s_i, test] = per_protein_scores(sim)
+                base_sim = _sim(build_heads(config, int(seed)), text[test], structure[test])
+                base[s_i, test] = per_protein_scores(base_sim)[1]
+                fold_scores.append(alignment_score(sim))
+        unit = [clusters.get(i, i) for i in ids] if method == "cluster" else None
+        boot = {"n_boot": a.n_boot, "ci": a.ci, "seed": a.seed, "clusters": unit}
+        seed_scores = score.mean(axis=1)
+        m_score, m_base = score.mean(axis=0), base.mean(axis=0)
+        metrics["methods"][method] = {
+            "alignment_score": stats.mean_ci(m_score, **boot).as_dict(),
+            "baseline_alignment_score": stats.mean_ci(m_base, **boot).as_dict(),
+            "gain_over_baseline": stats.paired_difference_ci(m_score, m_base, **boot).as_dict(),
+            "matched_cosine_mean": stats.mean_ci(matched.mean(axis=0), **boot).as_dict(),
+            "seed_scores": seed_scores.tolist(),
+            "score_seed_mean": float(seed_scores.mean()),
+            "score_seed_sd": float(seed_scores.std(ddof=1)) if len(seed_scores) > 1 else 0.0,
+            "fold_alignment_score_mean": float(np.mean(fold_scores)),
+            "n_proteins": len(ids),
+            "n_folds": k,
+            "n_units": len(set(unit)) if unit else len(ids),
+        }
+        tables.append(
+            pd.DataFrame(
+                {
+                    "id": ids, "method": method, "fold": fold_of, "cluster": [clusters.get(i, "") for i in ids],
+                    "matched_cosine": matched.mean(axis=0), "score": m_score, "baseline_score": m_base,
+                }
+            )
+        )  # fmt: skip
+    metrics.update({"seeds": list(a.seeds), "ci": a.ci, "n_boot": a.n_boot, "shared_embedding_sets": used})
+    # flat copies of the primary method's numbers for `dvc metrics show` / `dvc exp show`
+    primary = metrics["methods"][methods[0]]
+    metrics["alignment_score"] = primary["alignment_score"]["estimate"]
+    metrics["alignment_score_sd"] = primary["score_seed_sd"]
+    return metrics, pd.concat(tables, ignore_index=True)
+
+
+def _write(paths: Paths, llm: str, gdm: str, variant: str, metrics: dict, table: pd.DataFrame) -> None:
+    write_json(paths.cv_metrics(llm, gdm, variant), metrics)
+    write_text(
+        paths.cv_per_protein(llm, gdm, variant),
+        table.to_csv(index=False, float_format="%.8f", lineterminator="\n"),
+    )
+
+
+def run(params: Params, paths: Paths, llm: str, gdm: str) -> dict[str, Any]:
+    """`crossval@<pair>`: every method in analysis.methods -> metrics/cv/<pair>.json, reports/cv/<pair>.csv."""
+    methods = list(params.analysis.methods)
+    primary = params.split.method
+    methods = [primary] + [m for m in methods if m != primary]  # the primary split's method first
+    metrics, table = crossval(params, paths, llm, gdm, methods)
+    _write(paths, llm, gdm, "", metrics, table)
+    print(f"crossval {pair_id(llm, gdm)}: " + ", ".join(
+        f"{m} {v['alignment_score']['estimate']:.4f}" for m, v in metrics["methods"].items()
+    ))  # fmt: skip
+    return metrics
+
+
+def run_depth(params: Params, paths: Paths, llm: str, gdm: str, layers: int) -> dict[str, Any]:
+    """`head_depth@<pair>-<layers>`: CV under the primary split's method with a `layers`-deep structure head."""
+    if layers not in params.analysis.depths:
+        raise ValueError(f"layers {layers} is not in analysis.depths {list(params.analysis.depths)}")
+    metrics, table = crossval(params, paths, llm, gdm, [params.split.method], layers=layers)
+    _write(paths, llm, gdm, f"L{layers}", metrics, table)
+    return metrics
