@@ -11,6 +11,7 @@ from pathlib import Path
 
 from protalign.params import load_params
 from protalign.paths import Paths
+from protalign.use import commands as use_commands
 
 # command -> (module, whether it takes --llm, whether it takes --gdm)
 STAGES: dict[str, tuple[str, bool, bool]] = {
@@ -18,12 +19,23 @@ STAGES: dict[str, tuple[str, bool, bool]] = {
     "split": ("protalign.corpus.split", False, False),
     "summarize": ("protalign.text.summarize", False, False),
     "embed-text": ("protalign.text.embed", True, False),
+    "finetune": ("protalign.text.finetune", True, False),
+    "embed-text-finetuned": ("protalign.text.embed_finetuned", True, False),
     "train-structure": ("protalign.structure.train", False, True),
     "embed-structure": ("protalign.structure.embed", False, True),
     "align": ("protalign.align.train", True, True),
     "evaluate": ("protalign.align.evaluate", True, True),
     "report": ("protalign.analysis.report", False, False),
+    "cluster": ("protalign.analysis.clusters", False, False),
+    "folds": ("protalign.analysis.folds", False, False),
+    "crossval": ("protalign.analysis.cv", True, True),
+    "head-depth": ("protalign.analysis.head_depth", True, True),
+    "correlate": ("protalign.analysis.correlations", False, False),
+    "properties": ("protalign.analysis.properties", False, False),
+    "findings": ("protalign.analysis.findings", False, False),
 }
+# command -> extra required integer option passed to run() (e.g. head-depth --layers 2)
+STAGE_INT_ARGS: dict[str, str] = {"head-depth": "layers"}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -36,6 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--source", default=None, help="bundled | PATH (folder of PDB/mmCIF files) | rcsb")
     f.add_argument("--n", type=int, default=None, help="with --source rcsb: entries to sample (default: fetch.n)")
     f.add_argument("--no-dvc-add", action="store_true", help="write data/ but do not run `dvc add data`")
+    use_commands.add_parsers(sub)  # embed | search | describe: use the aligned space after a run
 
     for name, (module, llm, gdm) in STAGES.items():
         s = sub.add_parser(name, help=f"run the `{name.replace('-', '_')}` stage ({module})")
@@ -43,6 +56,8 @@ def _parser() -> argparse.ArgumentParser:
             s.add_argument("--llm", required=True)
         if gdm:
             s.add_argument("--gdm", required=True)
+        if name in STAGE_INT_ARGS:
+            s.add_argument(f"--{STAGE_INT_ARGS[name]}", type=int, required=True)
     return p
 
 
@@ -65,12 +80,16 @@ def main(argv: list[str] | None = None) -> int:
             )
             logging.getLogger("protalign").info("fetch: %s", summary)
             return 0
+        if args.command in use_commands.COMMANDS:
+            return use_commands.dispatch(args, params, paths)
         module, takes_llm, takes_gdm = STAGES[args.command]
         kwargs = {}
         if takes_llm:
             kwargs["llm"] = args.llm
         if takes_gdm:
             kwargs["gdm"] = args.gdm
+        if args.command in STAGE_INT_ARGS:
+            kwargs[STAGE_INT_ARGS[args.command]] = getattr(args, STAGE_INT_ARGS[args.command])
         importlib.import_module(module).run(params, paths, **kwargs)
     except (ValueError, FileNotFoundError, KeyError, NotImplementedError, RuntimeError) as exc:
         print(f"protalign {args.command}: error: {exc}", file=sys.stderr)

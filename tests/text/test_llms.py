@@ -21,7 +21,9 @@ def smollm():
 
 
 def test_registry_names_and_unknown_error():
-    assert {"smollm2-135m", "gemma2-2b", "llama31-8b", "llama31-70b"} <= set(llms.REGISTRY)
+    assert {"smollm2-135m", "gemma3-270m", "minilm-l6", "gemma2-2b", "llama31-8b", "llama31-70b"} <= set(
+        llms.REGISTRY
+    )
     assert llms.get_spec("llama31-70b").source == "meta-llama/Llama-3.1-70B"
     with pytest.raises(ValueError, match=r"unknown LLM 'nope'.*smollm2-135m"):
         llms.get_spec("nope")
@@ -86,5 +88,100 @@ def test_local_directory_without_pad_token_gets_one(smollm, tmp_path):
         tok.pad_token = saved_pad
     loaded = llms.load_llm(llms.LLMSpec("tiny-local", "local", str(tmp_path), 16))
     assert loaded.tokenizer.pad_token == loaded.tokenizer.eos_token and loaded.width == 16
+    assert loaded.spec.pooling == "last_token" and loaded.dtype == "float32"
+    bf16 = llms.load_llm(llms.LLMSpec("tiny-local", "local", str(tmp_path), 16), dtype="bfloat16")
+    assert bf16.dtype == "bfloat16"
     with pytest.raises(RuntimeError, match="registry width"):
         llms.load_llm(llms.LLMSpec("tiny-local", "local", str(tmp_path), 32))
+
+
+# --- the three offline models ---------------------------------------------------------------------------------
+
+OFFLINE = {
+    "smollm2-135m": ("last_token", 576),
+    "gemma3-270m": ("last_token", 640),
+    "minilm-l6": ("mean", 384),
+}
+TEXTS = [
+    "The protein structure 1ABC has a sequence length of: 162 amino acids. Here is more information: "
+    "The protein is named T4 LYSOZYME. It was derived from the organism Enterobacteria phage T4 (10665).",
+    "Short text.",
+    "The protein structure 3DEF has a sequence length of: 20 amino acids.",
+    "A medium sized description of a kinase from Homo sapiens.",
+]
+
+
+@pytest.fixture(scope="module", params=sorted(OFFLINE))
+def offline(request):
+    """Each offline model once per module (converted/extracted into the main repository's ignored cache)."""
+    torch.set_num_threads(2)
+    return llms.load_llm(request.param, cache=Paths(REPO).cache)
+
+
+def test_offline_model_loads_from_its_package(offline):
+    pooling, width = OFFLINE[offline.spec.name]
+    assert offline.spec.pooling == pooling and offline.width == width == offline.spec.width
+    assert offline.tokenizer.pad_token is not None and offline.tokenizer.padding_side == "right"
+    assert not hasattr(offline.model, "lm_head") and not offline.model.training
+    assert offline.dtype == "float32" and offline.fingerprint["package_version"]
+    cache = Paths(REPO).cache / "models" / offline.spec.name
+    assert (cache / llms._key(offline.fingerprint)).is_dir()
+
+
+def test_gemma_gguf_is_assembled_into_the_cache():
+    spec = llms.get_spec("gemma3-270m")
+    path = llms._gguf_location(spec, Paths(REPO).cache)
+    assert path == Paths(REPO).cache / "models" / "gemma3-270m" / "gguf" / "gemma-3-270m-q4_k_m.gguf"
+    assert path.stat().st_size > 100e6
+    with pytest.raises(RuntimeError, match="cache"):
+        llms._gguf_location(spec, None)
+
+
+def test_pooling_is_invariant_under_batching_and_padding_side(offline):
+    from protalign.text import embed as E
+
+    tokens, _ = E.tokenize(offline, TEXTS, 128)
+    pooling = offline.spec.pooling
+    alone = np.stack([E.forward(offline, [t], pooling)[0] for t in tokens])
+    for side in ("right", "left"):
+        offline.tokenizer.padding_side = side
+        try:
+            batched = E.forward(offline, tokens, pooling)
+        finally:
+            offline.tokenizer.padding_side = "right"
+        scale = np.abs(alone).max()
+        np.testing.assert_allclose(batched, alone, atol=1e-4 * max(1.0, scale), rtol=1e-4)
+    assert np.abs(alone[0] - alone[1]).max() > 1e-3 * scale  # different texts, different vectors
+
+
+def test_bfloat16_agrees_with_float32(offline):
+    from protalign.text import embed as E
+
+    bf16 = llms.load_llm(offline.spec.name, cache=Paths(REPO).cache, dtype="bfloat16")
+    assert bf16.dtype == "bfloat16"
+    tokens, _ = E.tokenize(offline, TEXTS, 128)
+    a = E.forward(offline, tokens, offline.spec.pooling)
+    b = E.forward(bf16, tokens, offline.spec.pooling)
+    cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert b.dtype == np.float32 and cos.min() >= 0.999, cos
+
+
+def test_device_dtype_and_hub_options_fail_clearly(monkeypatch, tmp_path):
+    assert llms.resolve_dtype("auto", "cpu") == torch.float32
+    assert llms.resolve_dtype("auto", "cuda") == torch.bfloat16
+    with pytest.raises(ValueError, match="dtype"):
+        llms.resolve_dtype("float8", "cpu")
+    with pytest.raises(ValueError, match="device"):
+        llms.resolve_device("tpu")
+    if not torch.cuda.is_available():
+        assert llms.resolve_device("auto") == "cpu"
+        with pytest.raises(RuntimeError, match="no CUDA"):
+            llms.resolve_device("cuda")
+        with pytest.raises(RuntimeError, match="bitsandbytes"):
+            llms._hub_kwargs("cpu", quantize_4bit=True)
+    assert llms._hub_kwargs("cuda", False)["device_map"] == "auto"
+    with pytest.raises(ValueError, match="hub models only"):
+        llms.load_llm("smollm2-135m", cache=tmp_path, quantize_4bit=True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # no hub here: the error must say what to do
+    with pytest.raises(RuntimeError, match="HF_TOKEN"):
+        llms.load_llm("gemma2-2b", dtype="bfloat16")

@@ -30,7 +30,7 @@ def _ids_if_present(directory: Path) -> set[str] | None:
 
 def shared_ids(params: Params, paths: Paths, llm: str, gdm: str) -> tuple[set[str], list[str]]:
     """Ids embedded by every model in params whose embeddings exist (+ this pair's); and which sets were used."""
-    sources = [(f"text/{m}", paths.text_embeddings(m)) for m in dict.fromkeys([*params.embed_text.llms, llm])]
+    sources = [(f"text/{m}", paths.text_embeddings(m)) for m in dict.fromkeys([*params.pair_llms(), llm])]
     sources += [
         (f"structure/{m}", paths.structure_embeddings(m))
         for m in dict.fromkeys([*params.structure.gdms, gdm])

@@ -80,7 +80,7 @@ def finding_gdm_kind(params: Params, wide: pd.DataFrame) -> list[Block]:
         "F1 (RQ1): GDMs with both graph and 3D information (GearNet, ScanNet) align better than GAT and GVP."
     )
     todo = []
-    for llm in params.embed_text.llms:
+    for llm in params.pair_llms():
         fam = {g: GDM_FAMILY.get(g) for g in params.structure.gdms}
         good = [g for g, f in fam.items() if f in GRAPH_AND_3D]
         rest = [g for g, f in fam.items() if f and f not in GRAPH_AND_3D]
@@ -95,7 +95,7 @@ def finding_gdm_kind(params: Params, wide: pd.DataFrame) -> list[Block]:
 
 def finding_llm_size(params: Params, wide: pd.DataFrame) -> list[Block]:
     claim = "F2 (RQ1): larger LLMs align better."
-    base = [m for m in params.embed_text.llms if not FINETUNED.match(m) and llm_size(m) is not None]
+    base = [m for m in params.pair_llms() if not FINETUNED.match(m) and llm_size(m) is not None]
     ordered = sorted(base, key=llm_size)
     todo = [
         (pair_id(big, g), pair_id(small, g))
@@ -105,7 +105,7 @@ def finding_llm_size(params: Params, wide: pd.DataFrame) -> list[Block]:
     ]
     if not todo:
         return _untestable(
-            claim, f"needs >= 2 base LLMs of different sizes; params have {list(params.embed_text.llms)}"
+            claim, f"needs >= 2 base LLMs of different sizes; params have {list(params.pair_llms())}"
         )
     ivs, rows = _comparisons(params, wide, todo)
     return _section(claim, _diff_verdict(ivs), [Block("table", pd.DataFrame(rows))])
@@ -166,14 +166,14 @@ def finding_finetune(params: Params, paths: Paths) -> list[Block]:
     claim = (
         "F8 (RQ6): fine-tuning the LLM on protein text improves alignment (judged on the primary test split)."
     )
-    named = [(m, FINETUNED.match(m).group("base")) for m in params.embed_text.llms if FINETUNED.match(m)]
+    named = [(m, FINETUNED.match(m).group("base")) for m in params.pair_llms() if FINETUNED.match(m)]
     lora = [
         (f"{b}+lora", b) for b in getattr(getattr(params, "finetune", None), "llms", ())
     ]  # finetune stage
     tuned = [
         (t, b)
         for t, b in dict.fromkeys(named + lora)
-        if b in params.embed_text.llms
+        if b in params.pair_llms()
         and all(
             (paths.root / "reports" / "per_protein" / f"{pair_id(t, g)}.csv").exists()
             for g in params.structure.gdms
@@ -256,7 +256,7 @@ def run(params: Params, paths: Paths) -> list[Block]:
     prim = matrix[matrix["method"] == primary]
     for col, name in (("score", "alignment_matrix.png"), ("baseline", "alignment_matrix_baseline.png")):
         grid = prim.pivot(index="gdm", columns="llm", values=col).reindex(
-            index=list(params.structure.gdms), columns=list(params.embed_text.llms)
+            index=list(params.structure.gdms), columns=list(params.pair_llms())
         )
         plots.heatmap(grid, out / name, f"{'trained' if col == 'score' else 'untrained'} heads, CV ({primary})",
                       "alignment score")  # fmt: skip
@@ -279,7 +279,7 @@ def run(params: Params, paths: Paths) -> list[Block]:
         Block("h1", "Findings: LLM x GDM alignment"),
         Block(
             "p",
-            f"{len(pairs(params))} pair(s) ({', '.join(params.embed_text.llms)} x "
+            f"{len(pairs(params))} pair(s) ({', '.join(params.pair_llms())} x "
             f"{', '.join(params.structure.gdms)}) on {n} proteins shared by every model; {params.analysis.folds}"
             f"-fold cross-validation of the heads (folds by `{primary}`; also {list(params.analysis.methods)}), "
             f"seeds {list(params.analysis.seeds)}, {params.analysis.ci:.0%} bootstrap intervals over "

@@ -22,7 +22,7 @@ MATCHED_COSINE_PNG = "matched_cosine.png"
 
 
 def pairs(params: Params) -> list[tuple[str, str]]:
-    return [(llm, gdm) for llm in params.embed_text.llms for gdm in params.structure.gdms]
+    return [(llm, gdm) for llm in params.pair_llms() for gdm in params.structure.gdms]
 
 
 def table_columns(ks: tuple[int, ...]) -> list[str]:

@@ -1,9 +1,11 @@
 """embed_text stage: summaries -> one pooled last-hidden-layer vector per protein (EmbeddingSet).
 
-Texts are batched in order of token length so batches carry little padding; pooling looks only at real tokens
-(attention mask), and position ids are derived from the mask, so a text's vector does not depend on its batch
-mates or on the padding side. Finished batches are kept as shards in the cache (keyed by model, pooling,
-max_length, batch size and the texts), so an interrupted run resumes where it stopped.
+Texts are batched in order of token length, each batch bounded by a count (`batch_size`) and a token budget
+(`batch_tokens`: rows x longest row), so batches carry little padding and long texts do not blow memory. Pooling
+looks only at real tokens (attention mask) and position ids are derived from the mask, so a text's vector does not
+depend on its batch mates or on the padding side. Pooling `auto` takes the registry entry's (last token for causal
+LMs, mean for sentence encoders). Finished batches are kept as shards in the cache (keyed by model, dtype, pooling,
+max_length, batching and the texts), so an interrupted run resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -23,11 +25,11 @@ import torch
 from tqdm import tqdm
 
 from protalign.storage import EmbeddingSet, save_embeddings
-from protalign.text.llms import LoadedLLM, get_spec, load_llm
+from protalign.text.llms import POOLINGS, LoadedLLM, get_spec, load_llm
 
 log = logging.getLogger(__name__)
 
-POOLINGS = ("last_token", "mean")
+__all__ = ["POOLINGS", "embed_texts", "forward", "plan_batches", "pool", "run", "tokenize"]
 
 
 def last_token_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -66,7 +68,7 @@ def position_ids(mask: torch.Tensor) -> torch.Tensor:
 def forward(llm: LoadedLLM, batch: Sequence[Sequence[int]], pooling: str) -> np.ndarray:
     """Pad pre-tokenised ids (tokenizer's padding side), run the model, pool the last hidden layer."""
     enc = llm.tokenizer.pad({"input_ids": [list(ids) for ids in batch]}, return_tensors="pt")
-    device = next(llm.model.parameters()).device
+    device = llm.device
     ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
     with torch.inference_mode():
         out = llm.model(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask), use_cache=False)
@@ -75,7 +77,10 @@ def forward(llm: LoadedLLM, batch: Sequence[Sequence[int]], pooling: str) -> np.
 
 
 def tokenize(llm: LoadedLLM, texts: Sequence[str], max_length: int) -> tuple[list[list[int]], int]:
-    """Token ids per text (truncated to max_length) and how many texts were truncated."""
+    """Token ids per text (truncated to max_length, and to the position table of absolute-position encoders)
+    and how many texts were truncated."""
+    if llm.max_positions is not None:
+        max_length = min(max_length, llm.max_positions)
     full = llm.tokenizer(list(texts), add_special_tokens=True)["input_ids"]
     cut = llm.tokenizer(list(texts), add_special_tokens=True, truncation=True, max_length=max_length)[
         "input_ids"
@@ -83,19 +88,42 @@ def tokenize(llm: LoadedLLM, texts: Sequence[str], max_length: int) -> tuple[lis
     return [list(c) for c in cut], sum(len(f) > max_length for f in full)
 
 
-def plan_batches(ids: Sequence[str], lengths: Sequence[int], batch_size: int) -> list[list[int]]:
-    """Row indices grouped into batches of similar length (ties broken by id, so the plan is deterministic)."""
+def plan_batches(
+    ids: Sequence[str], lengths: Sequence[int], batch_size: int, batch_tokens: int | None = None
+) -> list[list[int]]:
+    """Row indices grouped into batches of similar length (ties broken by id, so the plan is deterministic): at
+    most `batch_size` rows and at most `batch_tokens` padded tokens (a longer single text gets its own batch)."""
     if batch_size < 1:
         raise ValueError(f"embed_text.batch_size must be >= 1, got {batch_size}")
+    if batch_tokens is not None and batch_tokens < 1:
+        raise ValueError(f"embed_text.batch_tokens must be >= 1, got {batch_tokens}")
     order = sorted(range(len(ids)), key=lambda i: (lengths[i], ids[i]))
-    return [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
+    plan: list[list[int]] = []
+    for i in order:  # ascending length: the newest row is the batch's longest
+        batch = plan[-1] if plan else None
+        if (
+            batch is None
+            or len(batch) >= batch_size
+            or (batch_tokens is not None and (len(batch) + 1) * lengths[i] > batch_tokens)
+        ):
+            plan.append([i])
+        else:
+            batch.append(i)
+    return plan
 
 
 def cache_key(
-    llm: LoadedLLM, pooling: str, max_length: int, batch_size: int, ids: Sequence[str], texts: Sequence[str]
+    llm: LoadedLLM,
+    pooling: str,
+    max_length: int,
+    batch_size: int,
+    ids: Sequence[str],
+    texts: Sequence[str],
+    batch_tokens: int | None = None,
 ) -> str:
     h = hashlib.sha256()
-    h.update(json.dumps([llm.fingerprint, pooling, max_length, batch_size], sort_keys=True).encode())
+    config = [llm.fingerprint, llm.dtype, pooling, max_length, batch_size, batch_tokens]
+    h.update(json.dumps(config, sort_keys=True).encode())
     for i, t in zip(ids, texts, strict=True):
         h.update(f"{i}\t{t}\n".encode())
     return h.hexdigest()[:16]
@@ -129,12 +157,13 @@ def embed_texts(
     batch_size: int = 16,
     shard_dir: Path | None = None,
     on_batch: Callable[[int, bool], None] | None = None,
+    batch_tokens: int | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Vectors (N x width, float32, rows in `ids` order) + stats; `on_batch(b, reused)` runs after each batch."""
     if pooling not in POOLINGS:
         raise ValueError(f"unknown pooling {pooling!r}; choose one of {POOLINGS}")
     tokens, n_truncated = tokenize(llm, texts, max_length)
-    plan = plan_batches(ids, [len(t) for t in tokens], batch_size)
+    plan = plan_batches(ids, [len(t) for t in tokens], batch_size, batch_tokens)
     width = llm.width
     vectors = np.zeros((len(ids), width), dtype=np.float32)
     if shard_dir is not None:
@@ -157,7 +186,14 @@ def embed_texts(
         vectors[rows] = array
         if on_batch is not None:
             on_batch(b, was_reused)
-    stats = {"n_truncated": int(n_truncated), "n_batches": len(plan), "n_batches_reused": reused}
+    padded = sum(len(rows) * max(len(tokens[i]) for i in rows) for rows in plan)
+    stats = {
+        "n_truncated": int(n_truncated),
+        "n_batches": len(plan),
+        "n_batches_reused": reused,
+        "tokens": int(sum(len(t) for t in tokens)),
+        "padded_tokens": int(padded),
+    }
     return vectors, stats
 
 
@@ -175,6 +211,14 @@ def read_summaries(path: Path) -> pd.DataFrame:
     return frame.sort_values("id", kind="stable").reset_index(drop=True)
 
 
+def resolve_pooling(requested: str, default: str) -> str:
+    """`auto` -> the registry entry's pooling; anything else must be a known pooling."""
+    pooling = default if requested == "auto" else requested
+    if pooling not in POOLINGS:
+        raise ValueError(f"embed_text.pooling: unknown {requested!r}; choose auto or one of {POOLINGS}")
+    return pooling
+
+
 def run(
     params: Any,
     paths: Any,
@@ -185,8 +229,7 @@ def run(
     """Embed every summary with `llm`; `loaded` reuses a model already in memory (tests, benchmarks)."""
     p = params.embed_text
     spec = get_spec(llm)
-    if p.pooling not in POOLINGS:
-        raise ValueError(f"embed_text.pooling: unknown {p.pooling!r}; choose one of {POOLINGS}")
+    pooling = resolve_pooling(p.pooling, spec.pooling)
     if p.max_length < 1:
         raise ValueError(f"embed_text.max_length must be >= 1, got {p.max_length}")
     torch.set_num_threads(p.threads)
@@ -200,13 +243,15 @@ def run(
     ids, texts = frame["id"].astype(str).tolist(), text.tolist()
 
     if loaded is None:
-        loaded = load_llm(spec, cache=paths.cache, device=p.device)
+        loaded = load_llm(
+            spec, cache=paths.cache, device=p.device, dtype=p.dtype, quantize_4bit=p.quantize_4bit
+        )
     elif loaded.spec != spec:
         raise ValueError(f"loaded model is {loaded.spec.name!r}, but the stage was asked for {llm!r}")
-    key = cache_key(loaded, p.pooling, p.max_length, p.batch_size, ids, texts)
+    key = cache_key(loaded, pooling, p.max_length, p.batch_size, ids, texts, p.batch_tokens)
     shard_dir = paths.cache / "embed_text" / f"{llm}-{key}"
     vectors, stats = embed_texts(
-        loaded, ids, texts, p.pooling, p.max_length, p.batch_size, shard_dir, on_batch
+        loaded, ids, texts, pooling, p.max_length, p.batch_size, shard_dir, on_batch, p.batch_tokens
     )
     if stats["n_batches_reused"]:
         log.info(
@@ -222,9 +267,11 @@ def run(
         "source": spec.source,
         "file": spec.file,
         "weights": {k: v for k, v in loaded.fingerprint.items() if k in ("package_version", "transformers")},
-        "pooling": p.pooling,
+        "pooling": pooling,
+        "dtype": loaded.dtype,
         "max_length": p.max_length,
         "batch_size": p.batch_size,
+        "batch_tokens": p.batch_tokens,
         "layer": "last",
         "dim": loaded.width,
         "n_truncated": stats["n_truncated"],

@@ -1,8 +1,9 @@
 """summarize stage: one text description per protein (prepared/proteins.parquet -> prepared/summaries.parquet).
 
 Writers are pluggable (`params.summarize.writer`): `template` is the study's sentence built from the PDB id,
-length, chains, molecule names and organisms. A later `chat` writer rewrites it with an OpenAI-compatible model
-and keeps the template's first sentence. Missing fields become an explicit "unknown" (never an empty slot) and are
+length, chains, molecule names and organisms; `chat` (text/chat.py) has an OpenAI-compatible model rewrite it from
+the entry's FASTA (`data/fasta/<ID>.fasta`), keeping the template's first sentence. The `writer` column says per
+row who wrote it (`template`, `chat:<model>`, `template:fallback-<reason>`, `template:no-fasta`). Missing fields become an explicit "unknown" (never an empty slot) and are
 counted, so a corpus with thin metadata is visible in the stage's log and return value.
 """
 
@@ -32,6 +33,7 @@ class WriteResult:
 
     texts: list[str]
     missing: Counter = field(default_factory=Counter)
+    labels: list[str] | None = None  # per-row writer label; None = the writer's name for every row
 
 
 class Writer(Protocol):
@@ -88,7 +90,11 @@ def _entities(row: pd.Series | dict) -> list[tuple[str, str, str]]:
     pad = lambda xs: xs + [""] * (n - len(xs))  # noqa: E731
     names, orgs, taxids, chains = pad(names), pad(orgs), pad(taxids), pad(chains)
     return [
-        (names[i], _chains_label(chains[i]) if chains[i] else "", _organism(orgs[i], taxids[i]) if orgs[i] else "")
+        (
+            names[i],
+            _chains_label(chains[i]) if chains[i] else "",
+            _organism(orgs[i], taxids[i]) if orgs[i] else "",
+        )
         for i in range(n)
     ]
 
@@ -152,15 +158,34 @@ class TemplateWriter:
         return WriteResult(texts=texts, missing=missing)
 
 
-WRITERS: dict[str, Callable[[Any], Writer]] = {"template": lambda params: TemplateWriter()}
+class ChatTemplateWriter:
+    """Template first, then the chat model rewrites the rows it is asked to (see text/chat.py)."""
+
+    name = "chat"
+
+    def __init__(self, params: Any, paths: Any):
+        from protalign.text.chat import ChatWriter
+
+        self.chat = ChatWriter(params.summarize.chat, paths.cache / "chat", paths.data / "fasta")
+
+    def write(self, proteins: pd.DataFrame) -> WriteResult:
+        base = TemplateWriter().write(proteins)
+        texts, labels = self.chat.write_rows(proteins["id"].astype(str).tolist(), base.texts)
+        return WriteResult(texts=texts, missing=base.missing, labels=labels)
 
 
-def get_writer(name: str, params: Any = None) -> Writer:
+WRITERS: dict[str, Callable[[Any, Any], Writer]] = {
+    "template": lambda params, paths: TemplateWriter(),
+    "chat": ChatTemplateWriter,
+}
+
+
+def get_writer(name: str, params: Any = None, paths: Any = None) -> Writer:
     try:
         factory = WRITERS[name]
     except KeyError:
         raise ValueError(f"summarize.writer: unknown writer {name!r}; available: {sorted(WRITERS)}") from None
-    return factory(params)
+    return factory(params, paths)
 
 
 def summarize(proteins: pd.DataFrame, writer: Writer) -> tuple[pd.DataFrame, Counter]:
@@ -177,13 +202,14 @@ def summarize(proteins: pd.DataFrame, writer: Writer) -> tuple[pd.DataFrame, Cou
         raise RuntimeError(
             f"writer {writer.name!r} returned {len(result.texts)} texts for {len(proteins)} proteins"
         )
-    out = pd.DataFrame({"id": proteins["id"], "text": result.texts, "writer": writer.name})
+    labels = result.labels if result.labels is not None else [writer.name] * len(proteins)
+    out = pd.DataFrame({"id": proteins["id"], "text": result.texts, "writer": labels})
     return out, result.missing
 
 
 def run(params: Any, paths: Any) -> pd.DataFrame:
     """Read proteins.parquet, write summaries.parquet atomically; logs how many rows lacked each field."""
-    writer = get_writer(params.summarize.writer, params)
+    writer = get_writer(params.summarize.writer, params, paths)
     if not paths.proteins.exists():
         raise FileNotFoundError(f"no proteins table at {paths.proteins} (has the prepare stage run?)")
     out, missing = summarize(pd.read_parquet(paths.proteins), writer)
@@ -191,4 +217,17 @@ def run(params: Any, paths: Any) -> pd.DataFrame:
         out.to_parquet(tmp, index=False)
     counts = {k: int(missing[k]) for k in REQUIRED[1:]}
     log.info("summarize: %d texts by %r; rows with a missing field: %s", len(out), writer.name, counts)
+    if isinstance(writer, ChatTemplateWriter):
+        _track_chat(params, paths, writer.chat.stats)
     return out
+
+
+def _track_chat(params: Any, paths: Any, stats: Counter) -> None:
+    """Chat runs cost money and can fall back: their counts go to MLflow (params hold the key's env NAME only)."""
+    from dataclasses import asdict
+
+    from protalign.tracking import mlflow_run
+
+    log.info("summarize (chat): %s", dict(sorted(stats.items())))
+    with mlflow_run(paths, "summarize", "chat", {"summarize": asdict(params.summarize)}) as run:
+        run.log_metrics({f"n_{k.replace(':', '_')}": float(v) for k, v in stats.items()})
