@@ -18,7 +18,11 @@ from protalign.use.pairs import resolve_pair
 from protalign.use.search import Searcher
 
 pytestmark = pytest.mark.pipeline
-PAIR = "smollm2-135m__gat"
+
+
+def _default(root):
+    """The pair the commands pick without --pair (best alignment_score of the run; checked in test_pairs_index)."""
+    return resolve_pair(Paths(root))
 
 
 @pytest.fixture
@@ -29,8 +33,8 @@ def in_run(pipeline_run, monkeypatch):
     return pipeline_run
 
 
-def _metrics(root):
-    return json.loads((root / "metrics" / f"{PAIR}.json").read_text())
+def _metrics(root, pair):
+    return json.loads((root / "metrics" / f"{pair.id}.json").read_text())
 
 
 def test_embed_matches_the_pipeline_embeddings(pipeline_run, tmp_path):
@@ -39,15 +43,16 @@ def test_embed_matches_the_pipeline_embeddings(pipeline_run, tmp_path):
         "protalign", "embed", "data/structures", "--out", str(out), "--skip-bad", check=False
     )
     assert res.returncode == 0, res.stderr
-    assert PAIR in res.stdout and "text->structure" in res.stdout and "9BAD" in res.stdout
+    pair = _default(pipeline_run.root)
+    assert f"pair:  {pair.id}" in res.stdout and "text->structure" in res.stdout and "9BAD" in res.stdout
     ref = load_embeddings(pipeline_run.root / "embeddings" / "structure" / "gat")
     mine = load_embeddings(out / "structure")
     assert sorted(mine.ids) == sorted(ref.ids)  # the same usable proteins as prepare + embed_structure
     np.testing.assert_allclose(mine.subset(ref.ids), ref.vectors, rtol=1e-4, atol=1e-5)
     aligned = load_embeddings(out / "aligned")
-    heads = load_pair_heads(resolve_pair(Paths(pipeline_run.root), PAIR))
+    heads = load_pair_heads(pair)
     np.testing.assert_allclose(aligned.subset(ref.ids), heads.project_structure(ref.vectors), atol=1e-5)
-    assert [s["id"] for s in aligned.meta["skipped"]] == ["9BAD"] and aligned.meta["pair"] == PAIR
+    assert [s["id"] for s in aligned.meta["skipped"]] == ["9BAD"] and aligned.meta["pair"] == pair.id
     mine_rows = pd.read_parquet(out / "proteins.parquet").set_index("id")
     run_rows = pd.read_parquet(pipeline_run.root / "prepared" / "proteins.parquet").set_index("id")
     for column in ("molecule_names", "organisms", "length"):  # the run's own FASTA names (data/fasta/)
@@ -60,15 +65,15 @@ def test_search_own_description_recall_matches_the_metrics(in_run):
     root = in_run.root
     params, paths = load_params(root / "params.yaml"), Paths(root)
     searcher = Searcher(params, paths, split="test")
-    assert searcher.pair.id == PAIR
+    pair = searcher.pair
     texts = pd.read_parquet(paths.summaries).set_index("id")["text"]
-    per_protein = pd.read_csv(paths.per_protein("smollm2-135m", "gat")).set_index("id")
+    per_protein = pd.read_csv(paths.per_protein(pair.llm, pair.gdm)).set_index("id")
     ranks = {}
     for pid in per_protein.index:
         hits = searcher.search(texts[pid], top=1000)["results"]
         ranks[pid] = next(h["rank"] for h in hits if h["id"] == pid)
         assert len(hits) == len(per_protein)
-    m = _metrics(root)
+    m = _metrics(root, pair)
     assert abs(np.mean([r <= 10 for r in ranks.values()]) - m["recall@10_t2s"]) <= 0.1
     assert abs(np.mean([r <= 1 for r in ranks.values()]) - m["recall@1_t2s"]) <= 0.1
     assert ranks == per_protein["rank_t2s"].to_dict()  # the evaluate stage's own ranks, protein by protein
@@ -77,7 +82,8 @@ def test_search_own_description_recall_matches_the_metrics(in_run):
 def test_describe_ranks_like_the_evaluate_stage(in_run):
     root = in_run.root
     params, paths = load_params(root / "params.yaml"), Paths(root)
-    per_protein = pd.read_csv(paths.per_protein("smollm2-135m", "gat")).set_index("id")
+    pair = _default(root)
+    per_protein = pd.read_csv(paths.per_protein(pair.llm, pair.gdm)).set_index("id")
     files = pd.read_parquet(paths.proteins).set_index("id")["structure_file"]
     for pid in per_protein.index:
         _, result = describe.run(params, paths, paths.data / files[pid], top=1000, split="test")
@@ -90,9 +96,10 @@ def test_search_cli_prints_provenance_and_writes_json(in_run, tmp_path, capsys):
     out = tmp_path / "hits.json"
     assert main(["search", "The protein is named lysozyme.", "--top", "3", "--json", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert f"pair:  {PAIR}" in printed and "best alignment_score" in printed and "R@10" in printed
+    pair = _default(in_run.root)
+    assert f"pair:  {pair.id}" in printed and "best alignment_score" in printed and "R@10" in printed
     result = json.loads(out.read_text())
-    assert result["pair"] == PAIR and result["test_metrics"] == _metrics(in_run.root)
+    assert result["pair"] == pair.id and result["test_metrics"] == _metrics(in_run.root, pair)
     assert len(result["results"]) == 3 and result["n_candidates"] == len(
         (in_run.root / "embeddings" / "structure" / "gat" / "ids.txt").read_text().split()
     )
@@ -107,6 +114,17 @@ def test_search_an_embed_output(in_run, tmp_path, capsys):
     assert main(["search", "The protein is named lysozyme.", "--index", str(tmp_path / "idx")]) == 0
     printed = capsys.readouterr().out
     assert "embed output" in printed and "(3 proteins)" in printed
+
+
+def test_every_trained_pair_can_be_named(in_run, capsys):
+    pairs = sorted(p.stem for p in (in_run.root / "models" / "heads").glob("*.pt"))
+    others = [p for p in pairs if p != _default(in_run.root).id]
+    if not others:
+        pytest.skip(f"the scratch run trained one pair only ({pairs})")
+    for pair in others:  # e.g. the LoRA-fine-tuned LLM's pair: its query goes through base + adapter
+        assert main(["search", "The protein is named lysozyme.", "--pair", pair, "--top", "2"]) == 0
+        printed = capsys.readouterr().out
+        assert f"pair:  {pair}  (named with --pair)" in printed and "rank" in printed
 
 
 @pytest.mark.parametrize(

@@ -21,7 +21,8 @@ from protalign.corpus.prepare import process_entry, write_proteins
 from protalign.paths import Paths
 from protalign.storage import EmbeddingSet, atomic_path, save_embeddings
 from protalign.structure.embed import embed_samples
-from protalign.structure.registry import StructureEncoder
+from protalign.structure.registry import StructureEncoder, resolve_device
+from protalign.structure.train import set_threads
 from protalign.use.models import Heads, load_pair_heads, structure_encoder
 from protalign.use.pairs import Pair, UseError, resolve_pair
 
@@ -86,7 +87,7 @@ def parse_files(files: Sequence[Path], params: Any) -> tuple[list[dict], list, l
 
 
 def encode_structures(
-    encoder: StructureEncoder, structures: Sequence, batch_size: int
+    encoder: StructureEncoder, structures: Sequence, params: Any
 ) -> tuple[list[str], np.ndarray, list[dict]]:
     """GDM vectors for parsed structures (featurize + `embed_samples`); failures returned with their reason."""
     samples, failed = [], []
@@ -95,7 +96,11 @@ def encode_structures(
             samples.append(encoder.featurize(s))
         except (ValueError, RuntimeError, IndexError, KeyError) as exc:
             failed.append({"id": s.id, "reason": f"featurize failed: {type(exc).__name__}: {exc}"})
-    vectors, skipped = embed_samples(encoder, samples, batch_size)
+    set_threads(params)
+    p = params.structure
+    vectors, skipped = embed_samples(
+        encoder, samples, p.train.batch_size, resolve_device(p.device), p.max_embed_gb
+    )
     ids = [s.id for s in structures if s.id in vectors]
     array = np.stack([vectors[i] for i in ids]) if ids else np.zeros((0, encoder.dim), np.float32)
     return ids, array, failed + skipped
@@ -118,12 +123,9 @@ def embed_files(
     """(rows, raw set, aligned set, skipped, encoder info); without `skip_bad` any unusable file is an error."""
     rows, structures, failures = parse_files(files, params)
     if failures and not skip_bad:
-        raise UseError(
-            f"{len(failures)} structure(s) could not be used:\n{_fail_message(failures)}\n"
-            "(fix or remove them, or pass --skip-bad to embed the rest and list these in meta.json)"
-        )
+        raise UseError(f"{len(failures)} structure(s) could not be used:\n{_fail_message(failures)}")
     encoder, enc_info = structure_encoder(params, paths, pair.gdm)
-    ids, raw, failed = encode_structures(encoder, structures, params.structure.train.batch_size)
+    ids, raw, failed = encode_structures(encoder, structures, params)
     if failed and not skip_bad:
         raise UseError(f"{len(failed)} structure(s) could not be embedded:\n{_fail_message(failed)}")
     skipped = sorted(failures + failed, key=lambda f: f["id"])
@@ -161,7 +163,12 @@ def run(
     out = Path(out)
     if out.exists() and not (out / ALIGNED).is_dir():
         raise UseError(f"{out} exists and is not an embed output folder; choose another --out")
-    rows, raw_set, aligned_set, skipped, _ = embed_files(params, paths, chosen, files, skip_bad)
+    try:
+        rows, raw_set, aligned_set, skipped, _ = embed_files(params, paths, chosen, files, skip_bad)
+    except UseError as exc:
+        if skip_bad or "could not be" not in str(exc):
+            raise
+        raise UseError(f"{exc}\n(fix or remove them, or pass --skip-bad to embed the rest)") from exc
     with atomic_path(out) as tmp:
         tmp.mkdir()
         save_embeddings(tmp / STRUCTURE, raw_set)

@@ -19,6 +19,9 @@ from protalign.paths import Paths
 from protalign.storage import META_FILE
 from protalign.structure.registry import StructureEncoder
 from protalign.structure.train import load_checkpoint
+from protalign.text.embed import resolve_pooling
+from protalign.text.finetune import ADAPTER_SUFFIX, base_name, load_with_adapter
+from protalign.text.llms import LoadedLLM, get_spec, load_llm
 from protalign.use.pairs import Pair, UseError, file_sha256
 
 log = logging.getLogger(__name__)
@@ -84,9 +87,30 @@ def structure_encoder(params: Any, paths: Paths, gdm: str) -> tuple[StructureEnc
 
 
 def text_settings(params: Any, paths: Paths, llm: str) -> dict[str, Any]:
-    """Pooling and truncation of the run's text embeddings (params.embed_text where they are absent)."""
+    """Pooling, truncation and dtype of the run's text embeddings (params.embed_text where they are absent)."""
+    p = params.embed_text
     meta = embeddings_meta(paths, "text", llm) or {}
+    pooling = meta.get("pooling") or resolve_pooling(p.pooling, _base_spec(llm).pooling)
     return {
-        "pooling": meta.get("pooling", params.embed_text.pooling),
-        "max_length": int(meta.get("max_length", params.embed_text.max_length)),
+        "pooling": pooling,
+        "max_length": int(meta.get("max_length", p.max_length)),
+        "dtype": meta.get("dtype", p.dtype),
     }
+
+
+def _base_spec(llm: str):
+    base = base_name(llm) if llm.endswith(ADAPTER_SUFFIX) else llm
+    try:
+        return get_spec(base)
+    except (KeyError, ValueError) as exc:
+        raise UseError(f"LLM {llm!r} of the pair is not in the registry: {exc}") from exc
+
+
+def load_pair_llm(params: Any, paths: Paths, llm: str) -> LoadedLLM:
+    """The pair's LLM as `embed_text` (or `embed_text_finetuned` for `<llm>+lora`) loaded it for the run."""
+    p = params.embed_text
+    _base_spec(llm)
+    if llm.endswith(ADAPTER_SUFFIX):
+        return load_with_adapter(paths, base_name(llm), device=p.device)
+    dtype = text_settings(params, paths, llm)["dtype"]
+    return load_llm(llm, cache=paths.cache, device=p.device, dtype=dtype, quantize_4bit=p.quantize_4bit)

@@ -166,7 +166,8 @@ def resolve_pair(paths: Paths, name: str | None = None, why: str = "named with -
             if available
             else "no pair has trained heads: run `dvc repro`"
         )
-        raise UseError(f"unknown pair {pair!r}: no heads at {heads} ({hint})")
+        shown = heads.relative_to(paths.root) if heads.is_relative_to(paths.root) else heads
+        raise UseError(f"unknown pair {pair!r}: no heads at {shown} ({hint})")
     metrics_file = paths.metrics(llm, gdm)
     metrics = _read_metrics(metrics_file)
     return Pair(

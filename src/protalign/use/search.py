@@ -17,9 +17,9 @@ import torch
 from protalign.paths import Paths
 from protalign.storage import read_json, write_json
 from protalign.text.embed import embed_texts
-from protalign.text.llms import LoadedLLM, load_llm
+from protalign.text.llms import LoadedLLM
 from protalign.use.index import AlignedIndex, corpus_index, embed_output_index, index_pair
-from protalign.use.models import Heads, load_pair_heads, text_settings
+from protalign.use.models import Heads, load_pair_heads, load_pair_llm, text_settings
 from protalign.use.pairs import Pair, UseError, resolve_pair
 
 SPLITS = ("train", "val", "test")
@@ -33,7 +33,7 @@ class TextQueries:
         t0 = time.perf_counter()
         torch.set_num_threads(params.embed_text.threads)
         if loaded is None:
-            loaded = load_llm(pair.llm, cache=paths.cache, device=params.embed_text.device)
+            loaded = load_pair_llm(params, paths, pair.llm)
         elif loaded.spec.name != pair.llm:
             raise UseError(f"loaded LLM is {loaded.spec.name!r}, the pair needs {pair.llm!r}")
         self.load_seconds = time.perf_counter() - t0
