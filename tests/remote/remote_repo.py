@@ -83,6 +83,14 @@ class RemoteRepo:
                 out[str(f.relative_to(self.root))] = hashlib.sha256(f.read_bytes()).hexdigest()
         return out
 
+    def md5_keys(self, rels: list[str]) -> set[str]:
+        """DVC 3 object keys ("ab/cdef...", the md5 of the content) of every file under the given outputs."""
+        keys = set()
+        for rel in self.digest(rels):
+            h = hashlib.md5((self.root / rel).read_bytes()).hexdigest()
+            keys.add(f"{h[:2]}/{h[2:]}")
+        return keys
+
     def cache_snapshot(self) -> dict[str, str]:
         return self.digest([".dvc/cache"])
 
@@ -95,12 +103,14 @@ class RemoteRepo:
         shutil.rmtree(self.root / ".dvc" / "tmp", ignore_errors=True)
 
 
-def aws_isolated_env(base: dict) -> dict:
+def aws_isolated_env(base: dict, home: Path) -> dict:
     """No host AWS profile, credentials, or instance metadata; botocore tries each request at most twice."""
+    for name in ("aws-config", "aws-credentials"):  # empty files: botocore refuses a missing explicit path
+        (home / name).touch()
     env = {k: v for k, v in base.items() if not k.startswith("AWS_")}
     env.update(
-        AWS_CONFIG_FILE=os.devnull, AWS_SHARED_CREDENTIALS_FILE=os.devnull, AWS_EC2_METADATA_DISABLED="true",
-        AWS_MAX_ATTEMPTS="2", AWS_RETRY_MODE="standard",
+        AWS_CONFIG_FILE=str(home / "aws-config"), AWS_SHARED_CREDENTIALS_FILE=str(home / "aws-credentials"),
+        AWS_EC2_METADATA_DISABLED="true", AWS_MAX_ATTEMPTS="2", AWS_RETRY_MODE="standard",
     )  # fmt: skip
     return env
 
@@ -113,4 +123,4 @@ def copy_repo(pipeline_run, dst: Path) -> RemoteRepo:
         return ["tmp"] if Path(folder) == src / ".dvc" and "tmp" in names else []
 
     shutil.copytree(src, dst, symlinks=True, ignore=skip)
-    return RemoteRepo(dst, aws_isolated_env(pipeline_run.env))
+    return RemoteRepo(dst, aws_isolated_env(pipeline_run.env, dst.parent))

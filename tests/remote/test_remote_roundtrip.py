@@ -4,14 +4,32 @@ and the pull-then-align workflow (cached embeddings, no upstream stage reruns)."
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
+from remote_repo import new_bucket
+
+from servers.s3_server import ACCESS_KEY, REGION, SECRET_KEY
 
 REPO = Path(__file__).resolve().parents[2]
 UPSTREAM = ("prepare", "cluster", "split", "folds", "summarize", "embed_text", "finetune", "train_structure",
             "embed_structure")  # fmt: skip
+
+
+README_EMBEDDING_PULL = "dvc pull embed_text embed_text_finetuned embed_structure"
+
+
+def embedding_stage_groups(repo) -> list[str]:
+    """Stage names (without @item) of every output under embeddings/, in DAG order."""
+    from dvc.repo import Repo
+
+    with Repo(str(repo.root)) as dvc_repo:
+        names = [
+            o.stage.name.split("@")[0] for o in dvc_repo.index.outs if o.def_path.startswith("embeddings/")
+        ]
+    return list(dict.fromkeys(names))
 
 
 def ran_stages(log: str) -> list[str]:
@@ -44,7 +62,7 @@ def test_push_status_pull_roundtrip_is_byte_identical(pushed, make_repo, s3_serv
     assert "in sync" in pushed.ok("status", "-c")
     cache_files = {p.split("/files/md5/", 1)[1] for p in pushed.cache_snapshot() if "/files/md5/" in p}
     stored = {k.split("/files/md5/", 1)[1] for k in s3_server.objects(pushed.bucket)}
-    assert cache_files and stored == cache_files
+    assert stored <= cache_files and pushed.md5_keys(pushed.cached_outs()) <= stored
 
     clone = make_repo("clone", with_data=False)  # cache and every cached output deleted
     clone.configure(s3_server.endpoint, pushed.bucket)
@@ -61,7 +79,8 @@ def test_push_status_pull_roundtrip_is_byte_identical(pushed, make_repo, s3_serv
 
 
 @pytest.mark.pipeline
-def test_pull_one_model_then_align_reruns_nothing_upstream(pushed, make_repo, s3_server):
+def test_pull_embeddings_then_align_reruns_nothing_upstream(pushed, make_repo, s3_server, tmp_path):
+    """README workflow: pull cached embeddings, run alignment experiments, share them with `dvc exp push`."""
     params = yaml.safe_load((pushed.root / "params.yaml").read_text())
     llm, gdm = params["embed_text"]["llms"][0], params["structure"]["gdms"][0]
     clone = make_repo("clone", with_data=False)
@@ -72,6 +91,11 @@ def test_pull_one_model_then_align_reruns_nothing_upstream(pushed, make_repo, s3
     got = clone.digest(outs)
     assert got and all(k.startswith(f"embeddings/text/{llm}/") for k in got), sorted(got)
     assert got == pushed.digest([f"embeddings/text/{llm}"])
+    # every model's (evaluate scores on the proteins all models share): the README's command, checked against the DAG
+    groups = README_EMBEDDING_PULL.split()[2:]
+    assert groups == embedding_stage_groups(clone), "update the README's pull command"
+    clone.ok("pull", *groups)
+    assert clone.digest(outs) == pushed.digest(["embeddings"])
 
     temperature = params["align"]["temperature"] / 2
     log = clone.ok(
@@ -84,5 +108,63 @@ def test_pull_one_model_then_align_reruns_nothing_upstream(pushed, make_repo, s3
     for rel in ("data", "prepared/structures", "prepared/summaries.parquet", f"models/structure/{gdm}.pt"):
         assert not (clone.root / rel).exists(), rel
     head = f"models/heads/{llm}__{gdm}.pt"
-    assert (clone.root / head).exists()
-    assert clone.digest([head]) != pushed.digest([head])
+    new_head = clone.digest([head])
+    assert new_head and new_head != pushed.digest([head])
+
+    # share the experiment: git refs to a git remote, its outputs to the S3 remote; another clone gets both
+    exp = re.search(r"Ran experiment\(s\): (\S+)", log).group(1)
+    origin = tmp_path / "origin.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(origin)], check=True)
+    clone.ok("exp", "push", str(origin), exp)
+    other = make_repo("other", with_data=False)
+    other.configure(s3_server.endpoint, pushed.bucket)
+    other.ok("exp", "pull", str(origin), exp)
+    other.ok("exp", "apply", exp)
+    assert other.digest([head]) == new_head
+
+
+def readme_section() -> str:
+    text = (REPO / "README.md").read_text()
+    start = text.index("## Sharing embeddings through S3")
+    end = text.find("\n## ", start + 3)
+    return text[start : end if end > 0 else None]
+
+
+def test_readme_shows_the_tested_workflow():
+    """The commands the tests run are the ones the README gives (no drift between the two)."""
+    section = " ".join(readme_section().split())
+    for cmd in (
+        "dvc pull embed_text@smollm2-135m",
+        README_EMBEDDING_PULL,
+        "dvc exp run --pull --allow-missing -S align.temperature=0.1 evaluate",
+        "dvc exp push origin <exp-name>",
+        "dvc exp pull origin <exp-name>",
+        "dvc exp apply <exp-name>",
+        "dvc push",
+        "dvc status -c",
+    ):
+        assert cmd in section, cmd
+
+
+@pytest.mark.pipeline
+def test_readme_remote_setup_works_as_written(make_repo, s3_server):
+    """Run the README's `dvc remote modify --local` lines (values swapped for the local server), then push."""
+    block = readme_section().split("```bash", 1)[1].split("```", 1)[0]
+    lines = [
+        ln.split("#", 1)[0].split()
+        for ln in block.splitlines()
+        if ln.startswith("dvc remote modify --local s3")
+    ]
+    bucket = new_bucket("readme")
+    values = {"url": f"s3://{bucket}/protalign", "region": REGION, "endpointurl": s3_server.endpoint,
+              "access_key_id": ACCESS_KEY, "secret_access_key": SECRET_KEY}  # fmt: skip
+    assert sorted(ln[5] for ln in lines) == sorted(values), lines
+    repo = make_repo()
+    (repo.root / ".dvc" / "config.local").unlink(missing_ok=True)
+    s3_server.create_bucket(bucket)
+    for ln in lines:
+        repo.ok(*ln[1:5], ln[5], values[ln[5]])
+    assert "endpointurl" not in (repo.root / ".dvc" / "config").read_text()  # --local kept it out of git
+    repo.ok("push")
+    assert "in sync" in repo.ok("status", "-c")
+    assert s3_server.objects(bucket)

@@ -58,6 +58,7 @@ class S3Server:
         self.put_delay = put_delay
         self.port = 0
         self.proc: subprocess.Popen | None = None
+        self.credentials = (ACCESS_KEY, SECRET_KEY)  # what client() signs with (see enable_auth)
 
     @property
     def endpoint(self) -> str:
@@ -122,14 +123,14 @@ class S3Server:
         path = self.workdir / "server.log"
         return path.read_text(errors="replace")[-n:] if path.exists() else ""
 
-    def client(self, service: str = "s3", key: str = ACCESS_KEY, secret: str = SECRET_KEY):
+    def client(self, service: str = "s3", key: str | None = None, secret: str | None = None):
         import boto3
         from botocore.config import Config
 
         cfg = Config(connect_timeout=5, read_timeout=10, retries={"max_attempts": 2})
         return boto3.client(
-            service, endpoint_url=self.endpoint, region_name=REGION, aws_access_key_id=key,
-            aws_secret_access_key=secret, config=cfg,
+            service, endpoint_url=self.endpoint, region_name=REGION, aws_access_key_id=key or self.credentials[0],
+            aws_secret_access_key=secret or self.credentials[1], config=cfg,
         )  # fmt: skip
 
     def create_bucket(self, name: str) -> None:
@@ -154,8 +155,8 @@ class S3Server:
         key = iam.create_access_key(UserName=name)["AccessKey"]
         return key["AccessKeyId"], key["SecretAccessKey"]
 
-    def enable_auth(self) -> None:
-        """From now on every request must be signed with a known IAM key (moto's switch, see its docs)."""
+    def enable_auth(self, key: str, secret: str) -> None:
+        """From now on every request must be signed with a known IAM key (moto's switch); client() uses `key`."""
         req = urllib.request.Request(
             f"{self.endpoint}/moto-api/reset-auth",
             data=b"0",
@@ -164,6 +165,7 @@ class S3Server:
         )
         with urllib.request.urlopen(req, timeout=10) as r:
             r.read()
+        self.credentials = (key, secret)
 
 
 if __name__ == "__main__":
