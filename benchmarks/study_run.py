@@ -16,9 +16,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
+import psutil
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,6 +39,46 @@ def _copy_tree(dst: Path) -> None:
             continue
         (dst / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / rel, dst / rel)
+
+
+def repro_timed(cwd: Path, env: dict) -> tuple[list[tuple[str, float]], float, float]:
+    """`dvc repro`, streamed; returns (per-stage wall seconds, total wall, peak RSS MiB of the process tree)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(["dvc", "repro"], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, bufsize=1)  # fmt: skip
+    peak, done = 0.0, threading.Event()
+
+    def poll() -> None:
+        nonlocal peak
+        parent = psutil.Process(proc.pid)
+        while not done.is_set():
+            try:
+                rss = sum(
+                    p.memory_info().rss for p in [parent, *parent.children(recursive=True)] if p.is_running()
+                )
+                peak = max(peak, rss / 2**20)
+            except psutil.Error:
+                pass
+            time.sleep(0.2)
+
+    threading.Thread(target=poll, daemon=True).start()
+    stages: list[tuple[str, float]] = []
+    current, since = None, start
+    for line in proc.stdout:
+        print(line, end="", flush=True)
+        if line.startswith("Running stage '"):
+            now = time.perf_counter()
+            if current:
+                stages.append((current, now - since))
+            current, since = line.split("'")[1], now
+    proc.wait()
+    done.set()
+    end = time.perf_counter()
+    if current:
+        stages.append((current, end - since))
+    if proc.returncode:
+        raise subprocess.CalledProcessError(proc.returncode, "dvc repro")
+    return stages, end - start, peak
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run(cmd, cwd=scratch, env=env, check=True)
 
     start = time.time()
+    load0 = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     try:
         _copy_tree(scratch)
         shutil.copy(args.params, scratch / "params.yaml")
@@ -69,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         sh("git", "add", "-A")
         sh("git", "-c", "user.email=study@local", "-c", "user.name=study", "commit", "-qm", "study run")
         sh("protalign", "fetch", "--source", str(data))
-        sh("dvc", "repro")
+        stages, repro_wall, peak = repro_timed(scratch, env)
         out = REPO / "reports" / "study"
         if out.exists():
             shutil.rmtree(out)
@@ -82,8 +125,14 @@ def main(argv: list[str] | None = None) -> int:
             f"- command: `python benchmarks/study_run.py --data {data} --params {args.params}`\n"
             f"- corpus: {data} (data.dvc md5 `{md5}`)\n"
             f"- code: git commit `{commit.strip()}` of the repository plus its working tree at run time\n"
-            f"- wall time: {time.time() - start:.0f} s\n\n"
-            "## params.yaml\n\n```yaml\n" + (scratch / "params.yaml").read_text() + "```\n"
+            f"- wall time: {time.time() - start:.0f} s in all; `dvc repro` {repro_wall:.0f} s "
+            f"({repro_wall / 60:.1f} min), peak RSS of the process tree {peak:.0f} MiB\n"
+            f"- machine: {os.cpu_count()} CPUs, load average before the run {load0}\n\n"
+            "## Stage wall times\n\n| stage | wall (s) |\n|---|---:|\n"
+            + "".join(f"| {name} | {wall:.1f} |\n" for name, wall in stages)
+            + "\n## params.yaml\n\n```yaml\n"
+            + (scratch / "params.yaml").read_text()
+            + "```\n"
         )
         print(f"study reports in {out}")
     finally:

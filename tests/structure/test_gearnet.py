@@ -258,3 +258,32 @@ def test_registered_and_built_from_params():
     assert "gearnet_edge" in registry.available()
     enc = registry.build("gearnet_edge", params.structure)
     assert enc.dim == sum(params.structure.gearnet_edge.hidden_dims)  # concat_hidden + sum readout
+
+
+def test_line_plan_edge_conv_equals_plain_relational_conv():
+    """The compressed line-graph conv (one aggregate per node pair, empty angle bins skipped) = TorchDrug's form."""
+    from protalign.structure.gearnet import GeometricRelationalGraphConv, line_plan, relational_adjacency
+
+    g = torch.Generator().manual_seed(3)
+    pos = torch.randn(40, 3, generator=g) * 6
+    ei, rel = gg.build_edges(pos, torch.zeros(40, dtype=torch.long), knn=6, min_distance=3)
+    e = ei.shape[1]
+    assert torch.unique(ei[0] * 40 + ei[1]).numel() < e  # radius/kNN duplicates of one pair are exercised
+    line = gg.line_graph(ei, pos, 40, 8)
+    conv = GeometricRelationalGraphConv(16, 24, 8).eval()
+    with torch.no_grad():
+        conv.batch_norm.running_mean.normal_(generator=g)
+        conv.batch_norm.running_var.uniform_(0.5, 2.0, generator=g)
+    m = torch.randn(e, 16, generator=g, requires_grad=True)
+    want = conv(m, relational_adjacency(line[0], line[1], line[2], e, 8, e))
+    plan = line_plan(ei, line, 40, 8)
+    assert plan.agg.shape[0] < 8 * e  # rows were actually compressed
+    got = conv.forward_line(m, plan)
+    assert torch.allclose(got, want, atol=1e-5, rtol=1e-5)
+    with torch.no_grad():  # the in-place inference branch too
+        assert torch.allclose(conv.forward_line(m, plan), want, atol=1e-5, rtol=1e-5)
+    got.sum().backward()  # and it trains
+    assert m.grad is not None and torch.isfinite(m.grad).all()
+    # a wrong plan (line edges dropped) must differ
+    bad = line_plan(ei, line[:, line[2] != 3], 40, 8)
+    assert not torch.allclose(conv.forward_line(m, bad), want, atol=1e-5)
