@@ -23,7 +23,7 @@ from protalign.structure.registry import Batch, Sample, StructureEncoder
 
 N_GAUSS = 32
 D_MAX_ATOM, D_MAX_AA, D_MAX_GRAPH = 4.0, 11.0, 13.0  # Å, scale of the from-scratch Gaussian initialisation
-ROW_CHUNK = 8192  # centres per Gaussian-kernel block (bounds memory on huge complexes)
+ROW_CHUNK = 8192  # (centre, neighbour) rows per kernel/filter block (bounds memory on huge complexes)
 NODE_KEYS = ("aa_in", "pos", "aa_nbr", "aa_u", "graph_nbr", "graph_e")
 ATOM_KEYS = ("atom_type", "atom_res", "atom_nbr", "atom_u")
 
@@ -39,13 +39,26 @@ class GaussianKernel(nn.Module):
         self.sqrt_precision = nn.Parameter(torch.eye(d)[:, :, None].repeat(1, 1, n) * (4.0 / scale))
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
-        s = self.sqrt_precision.clamp(-10.0, 10.0)
-        out = []
-        for block in u.split(ROW_CHUNK):
-            diff = block[..., :, None] - self.centers  # [..., d, N]
-            proj = sum(s[:, j] * diff[..., j : j + 1, :] for j in range(s.shape[1]))  # S_n(u − c_n), d small
-            out.append(torch.exp(-0.5 * proj.square().sum(-2)))
-        return torch.cat(out) if out else u.new_zeros(*u.shape[:-1], self.centers.shape[1])
+        """u [..., d] → [..., N]. S_n(u − c_n) = u·S_n − S_n c_n: one [rows, d] @ [d, d·N] product per block
+        instead of d broadcasts over [rows, d, N] (the atom-level kernel is the forward's largest tensor)."""
+        s = self.sqrt_precision.clamp(-10.0, 10.0)  # [i, j, N]
+        d, n = self.centers.shape
+        w = s.permute(1, 0, 2).reshape(d, d * n)  # [j, (i, n)]
+        shift = torch.einsum("ijn,jn->in", s, self.centers).reshape(d * n)
+        rows = u.reshape(-1, d)
+        out = [
+            torch.exp(-0.5 * torch.addmm(shift, block, w, beta=-1).view(-1, d, n).square().sum(1))
+            for block in rows.split(ROW_CHUNK)
+        ]
+        g = (out[0] if len(out) == 1 else torch.cat(out)) if out else rows.new_zeros(0, n)
+        return g.view(*u.shape[:-1], n)
+
+
+def _centre_blocks(m: int, k: int) -> list[slice]:
+    """Slices of centres holding ≤ ROW_CHUNK (centre, neighbour) rows: kernels and filters are computed block
+    by block, so the [M, K, N] activations never exist whole (bounded memory, cache-sized temporaries)."""
+    step = max(1, ROW_CHUNK // max(k, 1))
+    return [slice(i, min(i + step, m)) for i in range(0, m, step)]
 
 
 class BetaBN(nn.Module):
@@ -74,22 +87,39 @@ class FilterBank(nn.Module):
         self.kernel1 = nn.Parameter(nn.init.trunc_normal_(torch.empty(n, c), std=1 / math.sqrt(n)))
         self.norm = BetaBN(c)
 
-    def forward(self, g: torch.Tensor, attr: torch.Tensor) -> torch.Tensor:
-        """g [M, K, N] kernel activations, attr [M, K, F] neighbour attributes."""
-        outer = torch.einsum("mkn,mkf->mnf", g, attr).reshape(g.shape[0], -1)
-        h = outer @ self.kernel12.reshape(-1, self.kernel12.shape[-1]) + g.sum(1) @ self.kernel1
+    def _out(self, hs: list[torch.Tensor], like: torch.Tensor) -> torch.Tensor:
+        h = torch.cat(hs) if hs else like.new_zeros(0, self.kernel1.shape[1])
         return F.relu(self.norm(h))
 
-    def forward_typed(self, g: torch.Tensor, types: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-        """Same filters when attributes are rows of a small table (atom classes): scatter g by neighbour class
-        ([M, T, N], one index_add) and fold the table into W, instead of M tiny outer products (slow bmm)."""
-        m, k, n = g.shape
-        t = table.shape[0]
-        binned = g.new_zeros(m * t, n).index_add_(0, (torch.arange(m, device=g.device)[:, None] * t + types).reshape(-1),
-                                                  g.reshape(-1, n))  # fmt: skip
-        w = torch.einsum("tf,nfc->tnc", table.to(g.dtype), self.kernel12).reshape(t * n, -1)
-        h = binned.reshape(m, t * n) @ w + g.sum(1) @ self.kernel1
-        return F.relu(self.norm(h))
+    def forward(self, gauss: GaussianKernel, u: torch.Tensor, nbr, x: torch.Tensor) -> torch.Tensor:
+        """u [M, K, d] neighbours in the centres' frames, nbr [M, K] their rows of x [nodes, F] (-1 padding)."""
+        m, k = nbr.shape
+        w12 = self.kernel12.reshape(-1, self.kernel12.shape[-1])
+        hs = []
+        for sl in _centre_blocks(m, k):
+            nb = nbr[sl]
+            g = gauss(u[sl]) * (nb >= 0).unsqueeze(-1).to(u.dtype)  # [b, K, N]; padding rows → 0
+            outer = torch.bmm(g.transpose(1, 2), x[nb.clamp_min(0)])  # Σ_k g_kn a_kf: [b, N, F]
+            hs.append(torch.addmm(g.sum(1) @ self.kernel1, outer.reshape(len(nb), -1), w12))
+        return self._out(hs, u)
+
+    def forward_typed(self, gauss: GaussianKernel, u, nbr, types: torch.Tensor, table) -> torch.Tensor:
+        """Same filters when attributes are rows of a small table (atom classes: a = table[types[nbr]]).
+        g is summed per (centre, neighbour class) with one index_add ([b, T, N]) and the table folded into W,
+        instead of tiny outer products (slow bmm); kernel1 joins W since Σ_k g_k = Σ_t binned_t."""
+        m, k = nbr.shape
+        t, n = table.shape[0], self.kernel1.shape[0]
+        w = (torch.einsum("tf,nfc->tnc", table.to(u.dtype), self.kernel12) + self.kernel1).reshape(t * n, -1)
+        hs = []
+        for sl in _centre_blocks(m, k):
+            nb = nbr[sl]
+            b = len(nb)
+            bins = torch.arange(b, device=nb.device)[:, None] * t + types[nb.clamp_min(0)]
+            bins = torch.where(nb >= 0, bins, b * t).reshape(-1)  # padding → one extra bin, discarded
+            g = gauss(u[sl]).reshape(-1, n)
+            binned = g.new_zeros(b * t + 1, n).index_add_(0, bins, g)[:-1]
+            hs.append(binned.view(b, t * n) @ w)
+        return self._out(hs, u)
 
 
 def _segment_softmax_pool(logits, values, seg, n_seg):
@@ -135,30 +165,23 @@ class ScanNet(nn.Module):
         nn.init.zeros_(self.self_attention.bias)
         self.n_aa = n_aa
 
-    @staticmethod
-    def _neighbours(feats: torch.Tensor, nbr: torch.Tensor) -> torch.Tensor:
-        return feats[nbr.clamp_min(0)] * (nbr >= 0).unsqueeze(-1).to(feats.dtype)
-
     def forward(self, b: Batch, head: bool = False) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
         n_res = b["aa_in"].shape[0]
         # atom scale
-        g = self.gauss_atom(b["atom_u"]) * (b["atom_nbr"] >= 0).unsqueeze(-1).to(b["atom_u"].dtype)
-        nbr_type = torch.where(
-            b["atom_nbr"] >= 0, b["atom_type"][b["atom_nbr"].clamp_min(0)], 0
-        )  # 0 = padding
-        y_atom = self.filters_atom.forward_typed(g, nbr_type, self.atom_embedding)
+        y_atom = self.filters_atom.forward_typed(
+            self.gauss_atom, b["atom_u"], b["atom_nbr"], b["atom_type"], self.atom_embedding
+        )
         w = self.pool_feat.weight  # ScanNet constrains each value column to unit norm (released: already 1)
         w = w / w.norm(dim=1, keepdim=True).clamp_min(1e-12)
         pooled = _segment_softmax_pool(self.pool_coef(y_atom), y_atom @ w.T, b["atom_res"], n_res)
         out["SCAN_filters_atom_aggregated_activity"] = F.relu(self.pool_norm(pooled))
         # residue scale
-        onehot = F.one_hot(b["aa_in"], self.n_aa + 1)[:, : self.n_aa].to(g.dtype)  # hidden type (20) → zeros
+        onehot = F.one_hot(b["aa_in"], self.n_aa + 1)[:, : self.n_aa].to(y_atom.dtype)  # hidden type → 0
         emb_aa = F.relu(self.aa_norm(self.aa_proj(onehot)))
         x = torch.cat([emb_aa, out["SCAN_filters_atom_aggregated_activity"]], dim=1)
         out["all_embedded_attributes_aa"] = x
-        g_aa = self.gauss_aa(b["aa_u"]) * (b["aa_nbr"] >= 0).unsqueeze(-1).to(g.dtype)
-        out["SCAN_filter_activity_aa"] = self.filters_aa(g_aa, self._neighbours(x, b["aa_nbr"]))
+        out["SCAN_filter_activity_aa"] = self.filters_aa(self.gauss_aa, b["aa_u"], b["aa_nbr"], x)
         if head:
             out.update(self.binding_head(out["SCAN_filter_activity_aa"], b))
         return out

@@ -1,7 +1,8 @@
 """ScanNet inputs of one protein: atom/residue local frames and K-nearest neighbourhoods (spec §1–§2), numpy only.
 
 Everything the network needs that depends only on coordinates is computed here once per protein, so the forward
-pass is pure tensor algebra: neighbour indices and the neighbours' coordinates in each centre's local frame.
+pass is pure tensor algebra: neighbour indices and the neighbours' coordinates in each centre's local frame
+(numpy; torch's thread setting only sizes the k-d tree query).
 `raw_arrays` reduces a ProteinStructure to what `build` needs, so crops and type-masked variants are rebuilt from
 the same arrays (neighbourhoods must be recomputed when residues or side chains are removed).
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import torch
 from scipy.spatial import cKDTree
 
 from protalign.structure import scannet_chem as chem
@@ -72,13 +74,16 @@ def knn(points: np.ndarray, k: int) -> np.ndarray:
     """[N, k] neighbour ids by distance with the point itself first; -1 pads when N < k."""
     n = len(points)
     kk = min(k, n)
-    _, idx = cKDTree(points).query(points, k=kk)
+    _, idx = cKDTree(points).query(points, k=kk, workers=torch.get_num_threads())
     idx = np.asarray(idx, dtype=np.int64).reshape(n, kk)
     own = np.arange(n)[:, None]
-    missing = ~(idx == own).any(1)  # duplicated coordinates can push the point itself out of its own list
-    idx[missing, -1] = own[missing, 0]
-    order = np.argsort(idx != own, axis=1, kind="stable")  # self first, the rest keep their distance order
-    idx = np.take_along_axis(idx, order, axis=1)
+    bad = idx[:, 0] != own[:, 0]  # only duplicated coordinates can put another point before the point itself
+    if bad.any():
+        sub, own_b = idx[bad], own[bad]
+        missing = ~(sub == own_b).any(1)  # ... or push it out of its own list
+        sub[missing, -1] = own_b[missing, 0]
+        order = np.argsort(sub != own_b, axis=1, kind="stable")  # self first, the rest keep distance order
+        idx[bad] = np.take_along_axis(sub, order, axis=1)
     if kk < k:
         idx = np.concatenate([idx, np.full((n, k - kk), -1, np.int64)], axis=1)
     return idx
@@ -87,7 +92,7 @@ def knn(points: np.ndarray, k: int) -> np.ndarray:
 def local_coords(origin: np.ndarray, rot: np.ndarray, points: np.ndarray, nbr: np.ndarray) -> np.ndarray:
     """u_ik = R_i (x_nbr − o_i) for every centre i and neighbour k; zero at padding."""
     delta = points[np.maximum(nbr, 0)] - origin[:, None]
-    u = np.einsum("nij,nkj->nki", rot, delta)
+    u = np.matmul(delta, rot.transpose(0, 2, 1))  # batched 3×3 (np.einsum here is ~6× slower)
     u[nbr < 0] = 0.0
     return u
 
@@ -194,21 +199,23 @@ def build(raw: dict[str, np.ndarray], hide: np.ndarray | None = None) -> dict[st
     prev_ca[1:] = ca_x[:-1]
     prev_ca[0] = 2 * ca_x[0] - x[first[1]] if n_res > 1 else ca_x[0] + EYE[0]
     rot_aa = frames(ca_x, prev_ca, sc)
-    aa_nbr = knn(ca_x, K_AA)
+    graph_nbr = knn(ca_x, max(K_GRAPH, K_AA))
+    aa_nbr = np.ascontiguousarray(graph_nbr[:, :K_AA])  # the K_AA nearest are the head of the K_GRAPH list
+    graph_nbr = graph_nbr[:, :K_GRAPH]
     aa_u = local_coords(ca_x, rot_aa, ca_x, aa_nbr)
-    graph_nbr = knn(ca_x, K_GRAPH)
     safe = np.maximum(graph_nbr, 0)
     delta = ca_x[safe] - ca_x[:, None]
     dist = np.linalg.norm(delta, axis=-1)
     dhat = delta / (dist[..., None] + 1e-10)
     z = rot_aa[:, 2]
+    zn = z[safe]
     seq = np.abs(safe - np.arange(n_res)[:, None])
     graph_e = np.stack(
         [
             dist,
-            np.einsum("id,ikd->ik", z, z[safe]),
-            np.einsum("ikd,ikd->ik", dhat, z[safe]),
-            np.einsum("id,ikd->ik", z, dhat),
+            (z[:, None] * zn).sum(-1),
+            (dhat * zn).sum(-1),
+            (z[:, None] * dhat).sum(-1),
             np.minimum(seq, INDEX_DISTANCE_MAX).astype(np.float64),
         ],
         axis=-1,
