@@ -39,6 +39,10 @@ def _copy_tree(dst: Path) -> None:
             continue
         (dst / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / rel, dst / rel)
+    # `findings` depends on the git-tracked reports/sweeps/; the default run's sweep is not this corpus' sweep
+    sweeps = dst / "reports" / "sweeps"
+    sweeps.mkdir(parents=True, exist_ok=True)
+    (sweeps / "README.md").write_text("No sweep has been summarised for this corpus (benchmarks/study_run.py).\n")
 
 
 def repro_timed(cwd: Path, env: dict) -> tuple[list[tuple[str, float]], float, float]:

@@ -50,8 +50,9 @@ def _scratch_copy(dst: Path) -> None:
     ).stdout.split("\0")
     for rel in filter(None, files):
         src = REPO / rel
-        if not src.is_file() or rel.startswith(("data/", "prepared/", "embeddings/", "models/", "metrics/", "reports/")):
-            continue
+        outputs = ("data/", "prepared/", "embeddings/", "models/", "metrics/", "reports/")
+        if not src.is_file() or (rel.startswith(outputs) and not rel.startswith("reports/sweeps/")):
+            continue  # DVC outputs are regenerated; reports/sweeps/ is a git-tracked dependency of `findings`
         if rel in ("data.dvc", "dvc.lock"):
             continue
         (dst / rel).parent.mkdir(parents=True, exist_ok=True)

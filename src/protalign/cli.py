@@ -49,6 +49,8 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--n", type=int, default=None, help="with --source rcsb: entries to sample (default: fetch.n)")
     f.add_argument("--no-dvc-add", action="store_true", help="write data/ but do not run `dvc add data`")
     use_commands.add_parsers(sub)  # embed | search | describe: use the aligned space after a run
+    w = sub.add_parser("sweeps", help="summarise finished DVC experiments into reports/sweeps/")
+    w.add_argument("--from", dest="exp_json", default=None, help="a saved `dvc exp show --json` dump")
 
     for name, (module, llm, gdm) in STAGES.items():
         s = sub.add_parser(name, help=f"run the `{name.replace('-', '_')}` stage ({module})")
@@ -68,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+    if args.command == "sweeps":  # reads experiments, not params.yaml (an experiment may have any params)
+        return _sweeps(args.exp_json)
     params = load_params(args.params)
     paths = Paths(Path.cwd())
     try:
@@ -93,6 +97,17 @@ def main(argv: list[str] | None = None) -> int:
         importlib.import_module(module).run(params, paths, **kwargs)
     except (ValueError, FileNotFoundError, KeyError, NotImplementedError, RuntimeError) as exc:
         print(f"protalign {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _sweeps(source: str | None) -> int:
+    from protalign.analysis import sweeps
+
+    try:
+        sweeps.run(Paths(Path.cwd()), source=source)
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        print(f"protalign sweeps: error: {exc}", file=sys.stderr)
         return 2
     return 0
 

@@ -173,7 +173,9 @@ class StructureParams:
 
 @dataclass(frozen=True)
 class AlignParams:
-    llms: tuple[str, ...] = ()  # text models paired with every GDM: embed_text.llms and/or '<finetune.llm>+lora'
+    llms: tuple[
+        str, ...
+    ] = ()  # text models paired with every GDM: embed_text.llms and/or '<finetune.llm>+lora'
     dim: int | None = None
     structure_layers: int = 1
     hidden_dim: int | None = None  # null: equal steps from the GDM width to the head width (study's rule)
@@ -182,6 +184,7 @@ class AlignParams:
     lr: float = 1e-3
     batch_size: int = 32
     epochs: int = 40
+    patience: int | None = None  # stop after this many epochs without a better val loss (null: never)
     seed: int = 0
 
 
@@ -203,6 +206,7 @@ class AnalysisParams:
     correction: str = "holm"  # holm | bh | bonferroni | none
     bins: int = 5  # quantile bins of the property plots
     seed: int = 0
+    workers: int = 2  # processes fitting the (seed, fold) heads in parallel (1 thread each)
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,23 @@ def test_best_epoch_weights_are_restored(tmp_path):
     assert again == pytest.approx(fit.best_val_loss, rel=1e-6)
 
 
+def test_patience_stops_early_and_keeps_the_same_best_epoch(tmp_path):
+    world = make_world(tmp_path, signal=0.0)  # no signal: validation loss rises once training overfits
+    data = train.load_pair(world.paths, "llm-a", "gdm-x")
+    config = train.head_config(world.params.align, 20, 12)
+    full = train.fit_heads(data.arrays("train"), data.arrays("val"), config, world.params.align)
+    early_align = dataclasses.replace(world.params.align, patience=2)
+    early = train.fit_heads(data.arrays("train"), data.arrays("val"), config, early_align)
+    assert len(early.history) < len(full.history)
+    assert early.history == full.history[: len(early.history)]  # same run, cut short
+    losses = [h["val_loss"] for h in early.history]
+    assert len(losses) - 1 - int(np.argmin(losses)) == 2  # stopped exactly `patience` epochs after the best
+    assert early.best_epoch <= full.best_epoch
+    with pytest.raises(ValueError, match="patience"):
+        train.fit_heads(data.arrays("train"), data.arrays("val"), config,
+                        dataclasses.replace(world.params.align, patience=0))  # fmt: skip
+
+
 def test_saved_heads_hold_config_and_history(world):
     info = train.train_pair(world.params, world.paths, "llm-a", "gdm-x")
     text_head, structure_head, config, saved = load_heads(world.paths.heads("llm-a", "gdm-x"))

@@ -58,7 +58,7 @@ def _world(root, n=90):
         embed_text=EmbedTextParams(llms=LLMS),
         structure=StructureParams(gdms=GDMS),
         align=AlignParams(epochs=15, batch_size=16, lr=3e-3),
-        analysis=AnalysisParams(folds=3, seeds=(0, 1), depths=(1, 2), n_boot=200, bins=3),
+        analysis=AnalysisParams(folds=3, seeds=(0, 1), depths=(1, 2), n_boot=200, bins=3, workers=1),
     )
     return params, paths
 
@@ -116,6 +116,13 @@ def test_analysis_stages_on_a_small_run(tmp_path):
             )
             for d in params.analysis.depths:
                 cv.run_depth(params, paths, llm, gdm, d)
+    reused = json.loads(
+        paths.cv_metrics("tiny-1m", "gat", "L1").read_text()
+    )  # copied from crossval, not refitted
+    fitted, fitted_table = cv.crossval(params, paths, "tiny-1m", "gat", ["random"], layers=1)
+    assert reused == json.loads(json.dumps(fitted))
+    assert (paths.cv_per_protein("tiny-1m", "gat", "L1").read_text()
+            == fitted_table.to_csv(index=False, float_format="%.8f", lineterminator="\n"))  # fmt: skip
     strong = json.loads(paths.cv_metrics("tiny-1m", "gearnet_edge").read_text())["methods"]["random"]
     assert strong["gain_over_baseline"]["ci_low"] > 0  # training helps, and the interval says so
     corr = correlations.run(params, paths)
@@ -150,6 +157,24 @@ def test_analysis_stages_on_a_small_run(tmp_path):
     matrix = pd.read_csv(paths.reports / "alignment_matrix.csv")
     assert len(matrix) == 8 and set(matrix["method"]) == {"random", "cluster"}
     assert pd.read_csv(paths.reports / "table1.csv")["study"].isna().all()  # no study LLM in this run
+
+
+def test_crossval_in_worker_processes_equals_in_process(tmp_path):
+    """Each (seed, fold) fit is seeded on its own, so fitting them in spawned processes changes nothing."""
+    import dataclasses
+
+    params, paths = _world(tmp_path)
+    folds.run(params, paths)
+    one, t1 = cv.crossval(params, paths, "tiny-1m", "gearnet_edge", ["random", "cluster"])
+    par = dataclasses.replace(params, analysis=dataclasses.replace(params.analysis, workers=2))
+    two, t2 = cv.crossval(par, paths, "tiny-1m", "gearnet_edge", ["random", "cluster"])
+    assert one == two
+    pd.testing.assert_frame_equal(t1, t2)
+    other = dataclasses.replace(params, analysis=dataclasses.replace(params.analysis, seeds=(5, 6)))
+    assert (
+        cv.crossval(other, paths, "tiny-1m", "gearnet_edge", ["random"])[0]["methods"]["random"]
+        != one["methods"]["random"]
+    )  # the comparison can fail: other seeds give other fits
 
 
 def test_llm_size_and_table1():

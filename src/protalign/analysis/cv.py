@@ -14,6 +14,8 @@ the score. The untrained heads (same seed) give the baseline on the same folds.
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -48,6 +50,44 @@ def _sim(heads, text: np.ndarray, structure: np.ndarray) -> np.ndarray:
     return cosine_matrix(s, t)
 
 
+@dataclasses.dataclass
+class _FoldJob:
+    """One (seed, fold) head fit: everything a worker process needs, nothing it must share."""
+
+    text: np.ndarray
+    structure: np.ndarray
+    train: np.ndarray  # boolean masks over the rows
+    val: np.ndarray
+    test: np.ndarray
+    config: Any
+    align: Any
+
+
+def _fit_fold(job: _FoldJob) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """(matched cosine, per-protein score, untrained-head score) on the fold's test rows, and the fold's score."""
+    fit = fit_heads(
+        (job.text[job.train], job.structure[job.train]), (job.text[job.val], job.structure[job.val]),
+        job.config, job.align,
+    )  # fmt: skip
+    sim = _sim((fit.text_head, fit.structure_head), job.text[job.test], job.structure[job.test])
+    matched, score = per_protein_scores(sim)
+    base_sim = _sim(build_heads(job.config, int(job.align.seed)), job.text[job.test], job.structure[job.test])
+    return matched, score, per_protein_scores(base_sim)[1], alignment_score(sim)
+
+
+def _one_thread() -> None:
+    torch.set_num_threads(1)
+
+
+def _map(fn, jobs: list, workers: int) -> list:
+    """fn over jobs, in order; `workers` > 1 uses spawned processes (each fit is seeded, so results are identical)."""
+    if workers <= 1 or len(jobs) <= 1:
+        return [fn(job) for job in jobs]
+    ctx = multiprocessing.get_context("spawn")  # no fork after torch's thread pools exist
+    with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=ctx, initializer=_one_thread) as pool:
+        return list(pool.map(fn, jobs))
+
+
 def load_folds(paths: Paths) -> dict[str, Any]:
     if not paths.folds.exists():
         raise FileNotFoundError(f"no {paths.folds} (run the folds stage first)")
@@ -78,8 +118,8 @@ def crossval(
         "structure_layers": align.structure_layers,
         "methods": {},
     }
-    tables = []
-    for method in methods:
+    tables, plans, jobs = [], [], []
+    for method in methods:  # every (method, seed, fold) fit first, so one worker pool serves them all
         if method not in folds["methods"]:
             raise ValueError(f"{paths.folds} has no folds for method {method!r}; add it to analysis.methods")
         assignment = {i: f for i, f in folds["methods"][method].items() if i in common}
@@ -87,10 +127,7 @@ def crossval(
         k = int(folds["k"])
         fold_of = np.array([assignment[i] for i in ids])
         text, structure = text_set.subset(ids), struct_set.subset(ids)
-        matched = np.zeros((len(a.seeds), len(ids)))
-        score = np.zeros_like(matched)
-        base = np.zeros_like(matched)
-        fold_scores = []
+        tasks = []
         for s_i, seed in enumerate(a.seeds):
             seed_align = dataclasses.replace(align, seed=int(seed))
             for f in range(k):
@@ -101,14 +138,18 @@ def crossval(
                         f"fold {f} ({method}) has {test.sum()} test / {val.sum()} val / {train.sum()} train "
                         "proteins; need >= 2 each (fewer analysis.folds?)"
                     )
-                fit = fit_heads(
-                    (text[train], structure[train]), (text[val], structure[val]), config, seed_align
-                )
-                sim = _sim((fit.text_head, fit.structure_head), text[test], structure[test])
-                matched[s_i, test], score[s_i, test] = per_protein_scores(sim)
-                base_sim = _sim(build_heads(config, int(seed)), text[test], structure[test])
-                base[s_i, test] = per_protein_scores(base_sim)[1]
-                fold_scores.append(alignment_score(sim))
+                tasks.append((s_i, test))
+                jobs.append(_FoldJob(text, structure, train, val, test, config, seed_align))
+        plans.append((method, ids, k, fold_of, tasks))
+    results = iter(_map(_fit_fold, jobs, a.workers))
+    for method, ids, k, fold_of, tasks in plans:
+        matched = np.zeros((len(a.seeds), len(ids)))
+        score = np.zeros_like(matched)
+        base = np.zeros_like(matched)
+        fold_scores = []
+        for s_i, test in tasks:
+            matched[s_i, test], score[s_i, test], base[s_i, test], fold_score = next(results)
+            fold_scores.append(fold_score)
         unit = [clusters.get(i, i) for i in ids] if method == "cluster" else None
         boot = {"n_boot": a.n_boot, "ci": a.ci, "seed": a.seed, "clusters": unit}
         seed_scores = score.mean(axis=1)
@@ -167,6 +208,23 @@ def run_depth(params: Params, paths: Paths, llm: str, gdm: str, layers: int) -> 
     """`head_depth@<pair>-<layers>`: CV under the primary split's method with a `layers`-deep structure head."""
     if layers not in params.analysis.depths:
         raise ValueError(f"layers {layers} is not in analysis.depths {list(params.analysis.depths)}")
-    metrics, table = crossval(params, paths, llm, gdm, [params.split.method], layers=layers)
+    if layers == params.align.structure_layers and paths.cv_metrics(llm, gdm).exists():
+        metrics, table = _from_crossval(params, paths, llm, gdm)
+    else:
+        metrics, table = crossval(params, paths, llm, gdm, [params.split.method], layers=layers)
     _write(paths, llm, gdm, f"L{layers}", metrics, table)
     return metrics
+
+
+def _from_crossval(params: Params, paths: Paths, llm: str, gdm: str) -> tuple[dict[str, Any], pd.DataFrame]:
+    """The saved heads' depth was already cross-validated by `crossval` (same folds, seeds and head config under
+    the primary method, which it fits first): reuse those numbers instead of refitting them."""
+    full = read_json(paths.cv_metrics(llm, gdm))
+    primary = params.split.method
+    if full.get("structure_layers") != params.align.structure_layers or primary not in full["methods"]:
+        raise ValueError(f"{paths.cv_metrics(llm, gdm)} is stale (rerun crossval@{pair_id(llm, gdm)})")
+    metrics = {**full, "methods": {primary: full["methods"][primary]}}
+    table = pd.read_csv(
+        paths.cv_per_protein(llm, gdm), dtype={"id": str, "cluster": str}, keep_default_na=False
+    )
+    return metrics, table[table["method"] == primary].reset_index(drop=True)

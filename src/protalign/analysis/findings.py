@@ -193,26 +193,53 @@ def finding_finetune(params: Params, paths: Paths) -> list[Block]:
                                                 Block("table", pd.DataFrame(rows))])  # fmt: skip
 
 
-def finding_gdm_dim(paths: Paths) -> list[Block]:
+def finding_gdm_dim(params: Params, paths: Paths) -> list[Block]:
+    """Judged PER LLM: each LLM's scores are on their own scale, so pooling would mix widths with text models.
+
+    A series is one LLM under otherwise identical params (`context` of gdm_dim.csv); each series with >= 3 widths
+    gets a Spearman test, corrected across series (analysis.correction).
+    """
     claim = "F6 (RQ4): a wider GDM embedding (retrained GearNet) aligns better."
     sweep = paths.reports / "sweeps" / "gdm_dim.csv"
     if not sweep.exists():
         return _untestable(
             claim,
             f"{sweep.relative_to(paths.root)} is absent: the GDM-dimension sweep retrains "
-            "GearNet, so it runs as queued experiments (README, 'Experiments and findings')",
+            "GearNet, so it runs as queued experiments summarised by `protalign sweeps` "
+            "(README, 'Experiments and findings')",
         )
     table = pd.read_csv(sweep)
-    if len(table) < 3:
-        return _untestable(claim, f"{len(table)} sweep point(s) in {sweep.name}; need >= 3")
-    rho, p = stats.correlation(table["dim"], table["alignment_score"], "spearman")
+    keys = ["llm", "context"] if "context" in table else ["llm"]
+    rows = []
+    for key, grp in table.groupby(keys, sort=True):
+        key = key if isinstance(key, tuple) else (key,)
+        n_dims = grp["dim"].nunique()
+        rho, p = (
+            stats.correlation(grp["dim"], grp["alignment_score"], "spearman")
+            if n_dims >= 3
+            else (np.nan,) * 2
+        )
+        rows.append({**dict(zip(keys, key, strict=True)), "points": len(grp), "widths": n_dims,
+                     "rho": rho, "p": p})  # fmt: skip
+    res = pd.DataFrame(rows)
+    res["p_adjusted"] = stats.adjust_pvalues(res["p"], params.analysis.correction)
+    tested = res[res["widths"] >= 3]
+    if tested.empty:
+        return _untestable(claim, f"no LLM has >= 3 GearNet widths in {sweep.name} ({len(table)} point(s))")
+    alpha = 1 - params.analysis.ci
+    sig = tested["p_adjusted"] < alpha
     verdict = (
         "reproduced"
-        if rho > 0 and p < 0.05
-        else ("not reproduced" if rho < 0 and p < 0.05 else "inconclusive")
+        if ((tested["rho"] > 0) & sig).all()
+        else ("not reproduced" if ((tested["rho"] < 0) & sig).any() else "inconclusive")
     )
-    return _section(claim, verdict, [Block("p", f"Spearman rho(dim, score) = {rho:.3f}, p = {p:.3g}"),
-                                     Block("table", table)])  # fmt: skip
+    note = (f"Judged per LLM (series: one LLM, all other params equal), Spearman rho(width, test-split alignment "
+            f"score), {params.analysis.correction}-corrected across {len(tested)} series; sweep points from "
+            "`protalign sweeps` (reports/sweeps/README.md names the experiments).")  # fmt: skip
+    body = [Block("p", note), Block("table", res.round(4)), Block("table", table)]
+    if (paths.reports / "sweeps" / "gdm_dim.png").exists():
+        body.append(Block("img", "sweeps/gdm_dim.png"))
+    return _section(claim, verdict, body)
 
 
 def _section(claim: str, verdict: str, body: list[Block]) -> list[Block]:
@@ -315,7 +342,7 @@ def run(params: Params, paths: Paths) -> list[Block]:
         *_property_finding(
             "F5 (RQ3): the number of chains does not affect alignment.", corr, "n_chains", False, params
         ),  # fmt: skip
-        *finding_gdm_dim(paths),
+        *finding_gdm_dim(params, paths),
         *finding_depth(params, paths),
         *finding_finetune(params, paths),
     ]

@@ -116,3 +116,21 @@ def depth_lines(table: pd.DataFrame, path: str | Path) -> None:
         ax.legend(fontsize=7)
     fig.tight_layout()
     _save(fig, path)
+
+
+def score_vs_dim(table: pd.DataFrame, path: str | Path) -> None:
+    """GDM-dimension sweep: alignment score vs embedding width (log2 axis), one line per LLM and series."""
+    fig, ax = plt.subplots(figsize=(5.4, 3.8))
+    series = table.groupby(["llm", "context"], sort=True)
+    for (llm, ctx), grp in series:
+        grp = grp.sort_values("dim")
+        label = llm if table[table["llm"] == llm]["context"].nunique() == 1 else f"{llm} [{ctx}]"
+        ax.plot(grp["dim"], grp["alignment_score"], marker="o", label=label)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("GearNet-Edge embedding width (sum of hidden_dims)")
+    ax.set_ylabel("alignment score (test split)")
+    ax.set_title("GDM-dimension sweep (queued experiments)", fontsize=10)
+    if len(table):
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    _save(fig, path)

@@ -1,0 +1,131 @@
+"""`protalign sweeps` on a saved `dvc exp show --json` dump and finding F6 on the sweep table.
+
+tests/fixtures/sweeps/exp_show.json is DVC 3.67's real output, captured from the pipeline scratch repository after
+queueing GearNet-Edge widths [8] and [8, 8] (success), [] (failed) and [32] (still queued); see its README."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from protalign.analysis import findings, sweeps
+from protalign.cli import main
+from protalign.params import Params
+from protalign.paths import Paths
+from protalign.structure.gearnet import GearNetEncoder
+
+DUMP = Path(__file__).resolve().parents[1] / "fixtures" / "sweeps" / "exp_show.json"
+
+
+def _raw_experiments() -> dict[str, dict]:
+    """name -> finished experiment state, read straight from the dump (independently of sweeps.collect)."""
+    out = {}
+    for state in json.loads(DUMP.read_text()):
+        for rng in state.get("experiments") or []:
+            if rng["executor"]["state"] == "success":
+                out[rng["name"]] = rng["revs"][0]
+    return out
+
+
+def test_collect_keeps_finished_and_records_the_rest():
+    exps, skipped = sweeps.collect(sweeps.exp_show_json(Path("."), DUMP))
+    assert [(e.name, e.kind) for e in exps] == [
+        ("master", "baseline"),
+        ("gdm16", "experiment"),
+        ("gdm8", "experiment"),
+    ]
+    reasons = {s.name: s.reason for s in skipped}
+    assert reasons["gdm32"] == "state queued"
+    assert reasons["gdm-empty"].startswith("state failed")
+    assert reasons["workspace"].startswith("identical to baseline master")
+    gdm8 = next(e for e in exps if e.name == "gdm8")
+    assert gdm8.changed["structure.gearnet_edge.hidden_dims"] == [8]
+    assert gdm8.changed["structure.gdms"] == ["gearnet_edge"]
+    assert "align.lr" not in gdm8.changed  # unchanged params are not listed
+    assert gdm8.baseline == "master" and len(gdm8.rev) == 40
+
+
+def test_run_writes_tables_that_match_the_dump(tmp_path):
+    summary = sweeps.run(Paths(tmp_path), source=DUMP)
+    out = tmp_path / "reports" / "sweeps"
+    table = pd.read_csv(out / "gdm_dim.csv")
+    raw = _raw_experiments()
+    assert summary["gdm_dim_points"] == len(table) == 2
+    for name, dims in (("gdm8", [8]), ("gdm16", [8, 8])):
+        row = table[table["experiment"] == name].iloc[0]
+        metrics = raw[name]["data"]["metrics"]["metrics/smollm2-135m__gearnet_edge.json"]["data"]
+        assert row["dim"] == sum(dims) and json.loads(row["hidden_dims"]) == dims
+        assert row["alignment_score"] == pytest.approx(metrics["alignment_score"], abs=1e-6)
+        assert row["n_test"] == metrics["n_test"] and row["rev"] == raw[name]["rev"]
+    assert table["context"].nunique() == 1
+    exps = pd.read_csv(out / "experiments.csv")
+    assert set(exps["experiment"]) == {"master", "gdm8", "gdm16"}
+    assert {"alignment_score", "baseline_alignment_score", "recall@1_s2t", "mrr_t2s", "n_test"} <= set(exps)
+    assert "structure.gearnet_edge.hidden_dims" in exps and "align.lr" not in exps
+    base = exps[exps["experiment"] == "master"]
+    assert set(base["gdm"]) == {"gat"} and (base["structure.gearnet_edge.hidden_dims"] == "[32, 32]").all()
+    readme = (out / "README.md").read_text()
+    assert f"protalign sweeps --from {DUMP}" in readme and "gdm32 | " in readme and "state queued" in readme
+    assert (out / "gdm_dim.png").stat().st_size > 1000
+
+
+def test_no_gearnet_point_removes_a_stale_table(tmp_path):
+    states = json.loads(DUMP.read_text())
+    for state in states:
+        state["experiments"] = None  # baseline (GAT only) and workspace: no GearNet-Edge pair
+    dump = tmp_path / "base.json"
+    dump.write_text(json.dumps(states))
+    out = tmp_path / "reports" / "sweeps"
+    out.mkdir(parents=True)
+    (out / "gdm_dim.csv").write_text("dim,alignment_score\n1,0.5\n")
+    assert sweeps.run(Paths(tmp_path), source=dump)["gdm_dim_points"] == 0
+    assert not (out / "gdm_dim.csv").exists()
+    assert "No GearNet-Edge point" in (out / "README.md").read_text()
+
+
+@pytest.mark.parametrize("text", ["not json", '{"rev": "workspace"}', "[1, 2]"])
+def test_bad_dump_is_a_clear_error(tmp_path, text, capsys, monkeypatch):
+    (tmp_path / "bad.json").write_text(text)
+    with pytest.raises(ValueError, match="dvc exp show --json"):
+        sweeps.exp_show_json(tmp_path, tmp_path / "bad.json")
+    monkeypatch.chdir(tmp_path)
+    assert main(["sweeps", "--from", str(tmp_path / "bad.json")]) == 2
+    assert "protalign sweeps: error" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("dims", "readout"), [([8], "sum"), ([8, 8], "sum"), ([4, 6], "meanmax"), ([5], "mean")]
+)
+def test_width_rule_matches_the_encoder(dims, readout):
+    assert (
+        sweeps.gearnet_width(dims, readout) == GearNetEncoder({"hidden_dims": dims, "readout": readout}).dim
+    )
+
+
+def _f6(tmp_path, rows) -> list:
+    paths = Paths(tmp_path)
+    (paths.reports / "sweeps").mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(paths.reports / "sweeps" / "gdm_dim.csv", index=False)
+    return findings.finding_gdm_dim(Params(), paths)
+
+
+def _verdict(blocks) -> str:
+    return next(b.content for b in blocks if b.kind == "p" and b.content.startswith("**Verdict"))
+
+
+def test_f6_is_judged_per_llm(tmp_path):
+    dims = [64, 128, 256, 512, 1024, 3072]
+    up = [{"dim": d, "llm": llm, "context": "c", "alignment_score": 0.01 * i + off}
+          for llm, off in (("a", 0.0), ("b", 0.5)) for i, d in enumerate(dims)]  # fmt: skip
+    assert "reproduced" in _verdict(_f6(tmp_path, up)) and "not" not in _verdict(_f6(tmp_path, up))
+    down = [{**r, "alignment_score": -r["alignment_score"]} for r in up]
+    assert "not reproduced" in _verdict(_f6(tmp_path, down))
+    # one LLM rising, the other falling: the falling series is a significant counter-example
+    assert "not reproduced" in _verdict(_f6(tmp_path, up[:6] + down[6:]))
+    two = [r for r in up if r["dim"] in (64, 128)]
+    assert "not testable here" in _verdict(_f6(tmp_path, two))
+    (tmp_path / "reports" / "sweeps" / "gdm_dim.csv").unlink()
+    assert "not testable here" in _verdict(findings.finding_gdm_dim(Params(), Paths(tmp_path)))

@@ -1,0 +1,127 @@
+"""The GDM-dimension sweep as queued DVC experiments, end to end: `dvc exp run --queue` two tiny GearNet-Edge widths,
+`dvc queue start`, `dvc exp show --only-changed`, `protalign sweeps`, then `dvc repro` reruns `findings` only.
+
+Runs in a copy of the session's pipeline repository (with the run committed), so the other pipeline tests see
+their repository unchanged."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+import subprocess
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+pytestmark = pytest.mark.pipeline
+
+QUEUE_TIMEOUT_S = 600  # both points take ~3 minutes on a loaded 2-core machine; fail loudly past this
+LLM = "smollm2-135m"
+PAIR = f"{LLM}__gearnet_edge"
+# keep each point cheap: one pair, one GearNet training epoch, and only the stages up to `evaluate` (the metrics a
+# sweep reads); a real sweep runs the whole DAG (README)
+CHEAP = ["align.llms=[smollm2-135m]", "structure.train.epochs=1"]
+TARGET = "evaluate"
+POINTS = {"gdm8": [8], "gdm16": [8, 8]}  # widths 8 and 16 (GearNet-Edge concatenates its hidden layers)
+
+
+@pytest.fixture(scope="module")
+def sweep(pipeline_run, tmp_path_factory):
+    root = tmp_path_factory.mktemp("sweep") / "repo"
+    shutil.copytree(pipeline_run.root, root, symlinks=True)
+    run = type(pipeline_run)(root=root, env=pipeline_run.env, repro_log="", ids=pipeline_run.ids)
+    # a queued experiment starts from the last commit plus TRACKED changes (untracked dvc.lock / data.dvc would be
+    # left out), so commit the default run first, as the README says
+    run.run("git", "add", "-A")
+    run.run("git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "default run")
+    for name, dims in POINTS.items():
+        sets = [
+            "structure.gdms=[gearnet_edge]",
+            f"structure.gearnet_edge.hidden_dims={json.dumps(dims)}",
+            *CHEAP,
+        ]
+        cmd = ["dvc", "exp", "run", "--queue", "-n", name, *[a for s in sets for a in ("-S", s)], TARGET]
+        res = run.run(*cmd, check=False)
+        assert res.returncode == 0, res.stdout + res.stderr
+    t0 = time.monotonic()
+    try:
+        res = run.run("dvc", "queue", "start", check=False)
+        assert res.returncode == 0, res.stdout + res.stderr
+        while True:
+            status = run.run("dvc", "queue", "status", check=False).stdout
+            if not any(w in status for w in ("Queued", "Running")) or time.monotonic() - t0 > QUEUE_TIMEOUT_S:
+                break
+            time.sleep(3)
+        if "Failed" in status or any(w in status for w in ("Queued", "Running")):
+            logs = "\n".join(run.run("dvc", "queue", "logs", n, check=False).stdout[-3000:] for n in POINTS)
+            pytest.fail(f"queue did not finish cleanly after {time.monotonic() - t0:.0f}s:\n{status}\n{logs}")
+    finally:
+        run.run("dvc", "queue", "stop", "--kill", check=False)  # no worker or experiment left behind
+    run.queue_seconds = time.monotonic() - t0
+    return run
+
+
+def test_queued_points_run_and_show_only_changed(sweep):
+    res = sweep.run("dvc", "exp", "show", "--only-changed", "--csv")
+    rows = {r["Experiment"]: r for r in csv.DictReader(io.StringIO(res.stdout)) if r["Experiment"]}
+    assert set(POINTS) <= set(rows), res.stdout
+    header = next(csv.reader(io.StringIO(res.stdout)))
+    assert "structure.gearnet_edge.hidden_dims" in header, header
+    score_col = next(c for c in header if c.endswith(f"{PAIR}.json:alignment_score"))
+    for name, dims in POINTS.items():
+        assert rows[name]["State"] == "Success"
+        assert json.loads(rows[name]["structure.gearnet_edge.hidden_dims"]) == dims
+        assert -2.0 <= float(rows[name][score_col]) <= 1.0
+    print(f"queue of {len(POINTS)} points took {sweep.queue_seconds:.0f}s")
+
+
+def _embedding_width(root, rev: str) -> int:
+    """Width of the experiment's embeddings/structure/gearnet_edge, read from its dvc.lock and the DVC cache."""
+    show = subprocess.run(
+        ["git", "show", f"{rev}:dvc.lock"], cwd=root, capture_output=True, text=True, check=True
+    )
+    lock = yaml.safe_load(show.stdout)
+    md5 = lock["stages"]["embed_structure@gearnet_edge"]["outs"][0]["md5"]
+    cache = root / ".dvc" / "cache" / "files" / "md5"
+    listing = json.loads((cache / md5[:2] / md5[2:]).read_text())
+    npy = next(e["md5"] for e in listing if e["relpath"] == "embeddings.npy")
+    return int(np.load(cache / npy[:2] / npy[2:]).shape[1])
+
+
+def test_protalign_sweeps_writes_the_points(sweep):
+    res = sweep.run("protalign", "sweeps", check=False)
+    assert res.returncode == 0, res.stderr
+    out = sweep.root / "reports" / "sweeps"
+    table = pd.read_csv(out / "gdm_dim.csv", dtype={"rev": str})
+    assert set(table["experiment"]) == set(POINTS) and set(table["llm"]) == {LLM}, table
+    for name, dims in POINTS.items():
+        row = table[table["experiment"] == name].iloc[0]
+        assert row["dim"] == sum(dims) == _embedding_width(sweep.root, row["rev"])
+        assert json.loads(row["hidden_dims"]) == dims
+        committed = json.loads(sweep.run("git", "show", f"{row['rev']}:metrics/{PAIR}.json").stdout)
+        assert row["alignment_score"] == pytest.approx(committed["alignment_score"], abs=1e-6)
+        assert row["n_test"] == committed["n_test"]
+    assert table["context"].nunique() == 1  # same other params: one series
+    exps = pd.read_csv(out / "experiments.csv")
+    assert {"gdm8", "gdm16"} <= set(exps["experiment"]) and "structure.gearnet_edge.hidden_dims" in exps
+    assert (out / "gdm_dim.png").stat().st_size > 1000
+    readme = (out / "README.md").read_text()
+    assert "protalign sweeps" in readme and "gdm8" in readme and "gdm16" in readme
+
+
+def test_repro_after_sweeps_refreshes_findings_only(sweep):
+    if not (sweep.root / "reports" / "sweeps" / "gdm_dim.csv").exists():
+        pytest.skip("needs test_protalign_sweeps_writes_the_points first")
+    res = sweep.run("dvc", "repro", check=False)
+    log = res.stdout + res.stderr
+    assert res.returncode == 0, log[-3000:]
+    assert "Running stage 'findings'" in log, log[-3000:]
+    assert "Running stage 'train_structure" not in log and "Running stage 'align" not in log, log[-3000:]
+    findings = (sweep.root / "reports" / "findings.md").read_text()
+    f6 = findings.split("F6 (RQ4)", 1)[1].split("\n## ", 1)[0]
+    assert "no LLM has >= 3 GearNet widths in gdm_dim.csv (2 point(s))" in f6, f6
