@@ -34,8 +34,8 @@ STAGES: dict[str, tuple[str, bool, bool]] = {
     "properties": ("protalign.analysis.properties", False, False),
     "findings": ("protalign.analysis.findings", False, False),
 }
-# command -> extra required integer option passed to run() (e.g. head-depth --layers 2)
-STAGE_INT_ARGS: dict[str, str] = {"head-depth": "layers"}
+# command -> extra required integer option passed to run() (none at present; e.g. {"cmd": "layers"})
+STAGE_INT_ARGS: dict[str, str] = {}
 
 
 def _parser() -> argparse.ArgumentParser:

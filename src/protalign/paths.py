@@ -127,13 +127,22 @@ class Paths:
         return self.root / "reports"
 
     # cross-validation of the heads (analysis/cv.py); `variant` is "" for the default head, "L<n>" for depth n
+    # (one folder per pair: the head_depth stage of a pair writes every depth)
     def cv_metrics(self, llm: str, gdm: str, variant: str = "") -> Path:
-        sub = "cv" if not variant else "depth"
-        return self.root / "metrics" / sub / f"{pair_id(llm, gdm)}{'__' + variant if variant else ''}.json"
+        if not variant:
+            return self.root / "metrics" / "cv" / f"{pair_id(llm, gdm)}.json"
+        return self.depth_metrics(llm, gdm) / f"{variant}.json"
 
     def cv_per_protein(self, llm: str, gdm: str, variant: str = "") -> Path:
-        sub = "cv" if not variant else "depth"
-        return self.reports / sub / f"{pair_id(llm, gdm)}{'__' + variant if variant else ''}.csv"
+        if not variant:
+            return self.reports / "cv" / f"{pair_id(llm, gdm)}.csv"
+        return self.depth_reports(llm, gdm) / f"{variant}.csv"
+
+    def depth_metrics(self, llm: str, gdm: str) -> Path:
+        return self.root / "metrics" / "depth" / pair_id(llm, gdm)
+
+    def depth_reports(self, llm: str, gdm: str) -> Path:
+        return self.reports / "depth" / pair_id(llm, gdm)
 
     # ignored cache (resume state, downloads, model files); anchored at the MAIN root; PROTALIGN_CACHE overrides
     @property

@@ -142,3 +142,28 @@ def test_run_logs_to_mlflow(world, tmp_path, monkeypatch):
     history = client.get_metric_history(run.info.run_id, "val_loss")
     assert [m.step for m in history] == [1, 2, 3]
     assert run.data.metrics["best_epoch"] == info["best_epoch"]
+
+
+def test_fused_adam_equals_torch_adam_and_skips_dynamo():
+    """The optimizer of the heads is torch's fused Adam update, bit for bit, without importing torch._dynamo."""
+    import subprocess
+    import sys
+
+    torch.manual_seed(0)
+    a = [torch.randn(7, 5, requires_grad=True), torch.randn(5, requires_grad=True)]
+    b = [p.detach().clone().requires_grad_(True) for p in a]
+    ours, ref = train.FusedAdam(a, lr=0.01), torch.optim.Adam(b, lr=0.01, fused=True)
+    for step in range(5):
+        x = torch.randn(3, 7)
+        for params, opt in ((a, ours), (b, ref)):
+            opt.zero_grad()
+            loss = ((x @ params[0] + params[1]) ** 2).sum() if step != 2 else (x @ params[0]).sum()
+            loss.backward()  # step 2: params[1] gets no grad and must not step
+            opt.step()
+    for p, q in zip(a, b, strict=True):
+        assert torch.equal(p, q)
+    code = ("import sys, torch; from protalign.align.train import FusedAdam; "
+            "p = torch.zeros(2, requires_grad=True); o = FusedAdam([p], 0.1); p.sum().backward(); o.step(); "
+            "print('torch._dynamo' in sys.modules)")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

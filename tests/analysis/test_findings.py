@@ -114,8 +114,12 @@ def test_analysis_stages_on_a_small_run(tmp_path):
             assert len(table) == 180 and random_rows["score"].mean() == pytest.approx(
                 r["alignment_score"]["estimate"], abs=1e-6
             )
-            for d in params.analysis.depths:
-                cv.run_depth(params, paths, llm, gdm, d)
+            depths = cv.run_depths(params, paths, llm, gdm)
+            assert sorted(depths) == sorted(params.analysis.depths)
+            assert sorted(p.name for p in paths.depth_metrics(llm, gdm).iterdir()) == [
+                f"L{d}.json" for d in sorted(params.analysis.depths)
+            ]
+            assert all(m["structure_layers"] == d for d, m in depths.items())
     reused = json.loads(
         paths.cv_metrics("tiny-1m", "gat", "L1").read_text()
     )  # copied from crossval, not refitted
@@ -123,6 +127,8 @@ def test_analysis_stages_on_a_small_run(tmp_path):
     assert reused == json.loads(json.dumps(fitted))
     assert (paths.cv_per_protein("tiny-1m", "gat", "L1").read_text()
             == fitted_table.to_csv(index=False, float_format="%.8f", lineterminator="\n"))  # fmt: skip
+    refit, _ = cv.crossval(params, paths, "tiny-1m", "gat", ["random"], layers=2)  # depths share one pool
+    assert json.loads(paths.cv_metrics("tiny-1m", "gat", "L2").read_text()) == json.loads(json.dumps(refit))
     strong = json.loads(paths.cv_metrics("tiny-1m", "gearnet_edge").read_text())["methods"]["random"]
     assert strong["gain_over_baseline"]["ci_low"] > 0  # training helps, and the interval says so
     corr = correlations.run(params, paths)

@@ -29,8 +29,10 @@ def correlation_tables(
     frame = pd.concat(scores, axis=1, join="inner").sort_index()
     names = list(scores)
     matrices = {m: pd.DataFrame(np.eye(len(names)), index=names, columns=names) for m in METHODS}
-    rows = []
-    for x, y in itertools.combinations(names, 2):
+    rows, finite = [], {m: [] for m in METHODS}
+    combos = list(itertools.combinations(range(len(names)), 2))
+    for i, j in combos:
+        x, y = names[i], names[j]
         row = {"pair_a": x, "pair_b": y, "n": len(frame)}
         for m in METHODS:
             r, p = (
@@ -41,9 +43,15 @@ def correlation_tables(
             matrices[m].loc[x, y] = matrices[m].loc[y, x] = r
             row.update({m: r, f"{m}_p": p})
             if np.isfinite(r):
-                ci = stats.correlation_ci(frame[x], frame[y], m, n_boot=a.n_boot, ci=a.ci, seed=a.seed)
-                row.update({f"{m}_ci_low": ci.low, f"{m}_ci_high": ci.high})
+                finite[m].append(len(rows))
         rows.append(row)
+    values = frame[names].to_numpy(dtype=float)
+    for m in METHODS:  # every pair's interval from the same draws, the per-series work done once
+        cis = stats.correlation_cis(
+            values, [combos[k] for k in finite[m]], m, n_boot=a.n_boot, ci=a.ci, seed=a.seed
+        ) if finite[m] else []  # fmt: skip
+        for k, ci in zip(finite[m], cis, strict=True):
+            rows[k].update({f"{m}_ci_low": ci.low, f"{m}_ci_high": ci.high})
     cols = ["pair_a", "pair_b", "n"] + [
         c for m in METHODS for c in (m, f"{m}_p", f"{m}_p_adjusted", f"{m}_ci_low", f"{m}_ci_high")
     ]

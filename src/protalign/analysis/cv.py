@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 
 from protalign.align.evaluate import shared_ids
-from protalign.align.heads import build_heads
+from protalign.align.heads import MAX_STRUCTURE_LAYERS, build_heads
 from protalign.align.metrics import alignment_score, cosine_matrix
 from protalign.align.train import fit_heads, head_config
 from protalign.analysis import stats
@@ -94,34 +94,30 @@ def load_folds(paths: Paths) -> dict[str, Any]:
     return read_json(paths.folds)
 
 
-def crossval(
-    params: Params, paths: Paths, llm: str, gdm: str, methods: list[str], layers: int | None = None
-) -> tuple[dict[str, Any], pd.DataFrame]:
-    """Metrics per method + per-protein table (seed means) for one pair; `layers` overrides the head depth."""
+Variant = tuple[str, int]  # (fold method, structure-head layers)
+
+
+def _fit_variants(
+    params: Params, paths: Paths, llm: str, gdm: str, variants: list[Variant]
+) -> tuple[dict[Variant, tuple[dict[str, Any], pd.DataFrame]], list[str]]:
+    """Per (method, layers): that method's metrics and per-protein table. Every (variant, seed, fold) fit is planned
+    first, so ONE worker pool serves them all (a stage pays the process start-up once)."""
     a = params.analysis
     if not a.seeds:
         raise ValueError("analysis.seeds is empty")
-    align = (
-        params.align if layers is None else dataclasses.replace(params.align, structure_layers=int(layers))
-    )
     folds = load_folds(paths)
     text_set, struct_set = (
         load_embeddings(paths.text_embeddings(llm)),
         load_embeddings(paths.structure_embeddings(gdm)),
     )
     common, used = shared_ids(params, paths, llm, gdm)
-    config = head_config(align, text_set.vectors.shape[1], struct_set.vectors.shape[1])
     clusters = folds.get("clusters", {})
-    metrics: dict[str, Any] = {
-        "llm": llm,
-        "gdm": gdm,
-        "structure_layers": align.structure_layers,
-        "methods": {},
-    }
-    tables, plans, jobs = [], [], []
-    for method in methods:  # every (method, seed, fold) fit first, so one worker pool serves them all
+    plans, jobs = [], []
+    for method, layers in variants:
         if method not in folds["methods"]:
             raise ValueError(f"{paths.folds} has no folds for method {method!r}; add it to analysis.methods")
+        align = dataclasses.replace(params.align, structure_layers=int(layers))
+        config = head_config(align, text_set.vectors.shape[1], struct_set.vectors.shape[1])
         assignment = {i: f for i, f in folds["methods"][method].items() if i in common}
         ids = sorted(assignment)
         k = int(folds["k"])
@@ -140,9 +136,11 @@ def crossval(
                     )
                 tasks.append((s_i, test))
                 jobs.append(_FoldJob(text, structure, train, val, test, config, seed_align))
-        plans.append((method, ids, k, fold_of, tasks))
+        plans.append(((method, int(layers)), ids, k, fold_of, tasks))
     results = iter(_map(_fit_fold, jobs, a.workers))
-    for method, ids, k, fold_of, tasks in plans:
+    out = {}
+    for variant, ids, k, fold_of, tasks in plans:
+        method = variant[0]
         matched = np.zeros((len(a.seeds), len(ids)))
         score = np.zeros_like(matched)
         base = np.zeros_like(matched)
@@ -154,7 +152,7 @@ def crossval(
         boot = {"n_boot": a.n_boot, "ci": a.ci, "seed": a.seed, "clusters": unit}
         seed_scores = score.mean(axis=1)
         m_score, m_base = score.mean(axis=0), base.mean(axis=0)
-        metrics["methods"][method] = {
+        metrics = {
             "alignment_score": stats.mean_ci(m_score, **boot).as_dict(),
             "baseline_alignment_score": stats.mean_ci(m_base, **boot).as_dict(),
             "gain_over_baseline": stats.paired_difference_ci(m_score, m_base, **boot).as_dict(),
@@ -167,20 +165,43 @@ def crossval(
             "n_folds": k,
             "n_units": len(set(unit)) if unit else len(ids),
         }
-        tables.append(
-            pd.DataFrame(
-                {
-                    "id": ids, "method": method, "fold": fold_of, "cluster": [clusters.get(i, "") for i in ids],
-                    "matched_cosine": matched.mean(axis=0), "score": m_score, "baseline_score": m_base,
-                }
-            )
+        table = pd.DataFrame(
+            {
+                "id": ids, "method": method, "fold": fold_of, "cluster": [clusters.get(i, "") for i in ids],
+                "matched_cosine": matched.mean(axis=0), "score": m_score, "baseline_score": m_base,
+            }
         )  # fmt: skip
+        out[variant] = (metrics, table)
+    return out, used
+
+
+def _assemble(
+    params: Params, llm: str, gdm: str, layers: int, methods: list[str], fitted: dict, used: list[str]
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """One head depth's metrics file (every method, the first one flattened for `dvc metrics show`) and table."""
+    a = params.analysis
+    metrics: dict[str, Any] = {
+        "llm": llm,
+        "gdm": gdm,
+        "structure_layers": int(layers),
+        "methods": {m: fitted[(m, int(layers))][0] for m in methods},
+    }
     metrics.update({"seeds": list(a.seeds), "ci": a.ci, "n_boot": a.n_boot, "shared_embedding_sets": used})
     # flat copies of the primary method's numbers for `dvc metrics show` / `dvc exp show`
     primary = metrics["methods"][methods[0]]
     metrics["alignment_score"] = primary["alignment_score"]["estimate"]
     metrics["alignment_score_sd"] = primary["score_seed_sd"]
-    return metrics, pd.concat(tables, ignore_index=True)
+    table = pd.concat([fitted[(m, int(layers))][1] for m in methods], ignore_index=True)
+    return metrics, table
+
+
+def crossval(
+    params: Params, paths: Paths, llm: str, gdm: str, methods: list[str], layers: int | None = None
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Metrics per method + per-protein table (seed means) for one pair; `layers` overrides the head depth."""
+    layers = params.align.structure_layers if layers is None else int(layers)
+    fitted, used = _fit_variants(params, paths, llm, gdm, [(m, layers) for m in methods])
+    return _assemble(params, llm, gdm, layers, list(methods), fitted, used)
 
 
 def _write(paths: Paths, llm: str, gdm: str, variant: str, metrics: dict, table: pd.DataFrame) -> None:
@@ -204,16 +225,29 @@ def run(params: Params, paths: Paths, llm: str, gdm: str) -> dict[str, Any]:
     return metrics
 
 
-def run_depth(params: Params, paths: Paths, llm: str, gdm: str, layers: int) -> dict[str, Any]:
-    """`head_depth@<pair>-<layers>`: CV under the primary split's method with a `layers`-deep structure head."""
-    if layers not in params.analysis.depths:
-        raise ValueError(f"layers {layers} is not in analysis.depths {list(params.analysis.depths)}")
-    if layers == params.align.structure_layers and paths.cv_metrics(llm, gdm).exists():
-        metrics, table = _from_crossval(params, paths, llm, gdm)
-    else:
-        metrics, table = crossval(params, paths, llm, gdm, [params.split.method], layers=layers)
-    _write(paths, llm, gdm, f"L{layers}", metrics, table)
-    return metrics
+def run_depths(params: Params, paths: Paths, llm: str, gdm: str) -> dict[int, dict[str, Any]]:
+    """`head_depth@<pair>`: CV under the primary split's method for every depth in analysis.depths, written as
+    metrics/depth/<pair>/L<n>.json + reports/depth/<pair>/L<n>.csv. The saved heads' depth is not refitted: crossval
+    already fitted it (same folds, seeds and head config under the primary method), so those numbers are reused."""
+    depths = [int(d) for d in params.analysis.depths]
+    if not depths or any(not 1 <= d <= MAX_STRUCTURE_LAYERS for d in depths) or len(set(depths)) < len(depths):
+        raise ValueError(f"analysis.depths must be distinct values in 1..{MAX_STRUCTURE_LAYERS}, got {depths}")
+    primary = params.split.method
+    reuse = params.align.structure_layers if paths.cv_metrics(llm, gdm).exists() else None
+    refit = [d for d in depths if d != reuse]
+    fitted, used = _fit_variants(params, paths, llm, gdm, [(primary, d) for d in refit]) if refit else ({}, [])
+    out = {}
+    for d in depths:
+        if d in refit:
+            metrics, table = _assemble(params, llm, gdm, d, [primary], fitted, used)
+        else:
+            metrics, table = _from_crossval(params, paths, llm, gdm)
+        _write(paths, llm, gdm, f"L{d}", metrics, table)
+        out[d] = metrics
+    print(f"head_depth {pair_id(llm, gdm)}: " + ", ".join(
+        f"{d} layer(s) {m['methods'][primary]['alignment_score']['estimate']:.4f}" for d, m in out.items()
+    ))  # fmt: skip
+    return out
 
 
 def _from_crossval(params: Params, paths: Paths, llm: str, gdm: str) -> tuple[dict[str, Any], pd.DataFrame]:

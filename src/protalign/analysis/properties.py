@@ -98,19 +98,25 @@ def correlate_properties(
     rows = []
     for pair, score in scores.items():
         joined = props.set_index("id")[columns].join(score, how="inner")
+        by_rows: dict[bytes, list[tuple[int, str]]] = {}  # columns with the same non-NaN rows share draws
         for col in columns:
-            sub = joined[[col, SCORE]].dropna()
+            keep = joined[[col, SCORE]].notna().all(axis=1).to_numpy()
+            sub = joined.loc[keep, [col, SCORE]]
             row = {"pair": pair, "property": col, "n": len(sub)}
             if len(sub) >= 3:
                 rho, p = stats.correlation(sub[col].to_numpy(), sub[SCORE].to_numpy(), "spearman")
                 row.update(rho=rho, p=p)
                 if np.isfinite(rho):
-                    ci = stats.correlation_ci(
-                        sub[col].to_numpy(), sub[SCORE].to_numpy(), "spearman",
-                        n_boot=a.n_boot, ci=a.ci, seed=a.seed,
-                    )  # fmt: skip
-                    row.update(ci_low=ci.low, ci_high=ci.high)
+                    by_rows.setdefault(keep.tobytes(), []).append((len(rows), col))
             rows.append(row)
+        for key, todo in by_rows.items():  # one batched bootstrap per row set: the score's ranks done once
+            sub = joined.loc[np.frombuffer(key, dtype=bool), [c for _, c in todo] + [SCORE]].to_numpy(float)
+            cis = stats.correlation_cis(
+                sub, [(q, len(todo)) for q in range(len(todo))], "spearman",
+                n_boot=a.n_boot, ci=a.ci, seed=a.seed,
+            )  # fmt: skip
+            for (k, _), ci in zip(todo, cis, strict=True):
+                rows[k].update(ci_low=ci.low, ci_high=ci.high)
     table = pd.DataFrame(rows, columns=["pair", "property", "n", "rho", "p", "ci_low", "ci_high"])
     table["p_adjusted"] = stats.adjust_pvalues(table["p"].to_numpy(dtype=float), a.correction)
     table["correction"] = a.correction

@@ -64,6 +64,26 @@ def resample_indices(n: int, clusters: Sequence | None, rng: np.random.Generator
     return np.concatenate([groups[p] for p in picks])
 
 
+def _check_bootstrap(n: int, n_boot: int, ci: float) -> None:
+    if n < 2:
+        raise ValueError(f"bootstrap needs >= 2 observations, got {n}")
+    if not 0 < ci < 1:
+        raise ValueError(f"ci must be in (0, 1), got {ci}")
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+
+
+def _interval(estimate: float, draws: np.ndarray, n_boot: int, ci: float, n: int, n_units: int) -> Interval:
+    """Percentile interval of the finite draws; NaN when fewer than half of the n_boot draws are defined."""
+    draws = draws[np.isfinite(draws)]
+    alpha = (1.0 - ci) / 2.0
+    if draws.size < n_boot / 2:
+        low = high = float("nan")
+    else:
+        low, high = (float(v) for v in np.quantile(draws, [alpha, 1.0 - alpha]))
+    return Interval(estimate, low, high, ci, n, n_units)
+
+
 def bootstrap(
     statistic: Callable[[np.ndarray], float],
     n: int,
@@ -76,14 +96,10 @@ def bootstrap(
 
     `statistic` receives an index array (with repeats) so paired and multi-array statistics resample jointly.
     Draws where the statistic is undefined (NaN, e.g. a constant resample for a correlation) are dropped; if
-    fewer than half remain the interval is NaN rather than a misleadingly narrow one.
+    fewer than half remain the interval is NaN rather than a misleadingly narrow one. (`mean_ci` and
+    `correlation_ci` compute the same draws vectorised, see `_weight_chunks`.)
     """
-    if n < 2:
-        raise ValueError(f"bootstrap needs >= 2 observations, got {n}")
-    if not 0 < ci < 1:
-        raise ValueError(f"ci must be in (0, 1), got {ci}")
-    if n_boot < 1:
-        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+    _check_bootstrap(n, n_boot, ci)
     groups = _groups(n, clusters)
     rng = np.random.default_rng(seed)
     estimate = float(statistic(np.arange(n)))
@@ -91,21 +107,84 @@ def bootstrap(
     for b in range(n_boot):
         picks = rng.integers(0, len(groups), size=len(groups))
         draws[b] = statistic(np.concatenate([groups[p] for p in picks]))
-    draws = draws[np.isfinite(draws)]
-    alpha = (1.0 - ci) / 2.0
-    if draws.size < n_boot / 2:
-        low = high = float("nan")
-    else:
-        low, high = (float(v) for v in np.quantile(draws, [alpha, 1.0 - alpha]))
-    return Interval(estimate, low, high, ci, n, len(groups))
+    return _interval(estimate, draws, n_boot, ci, n, len(groups))
 
 
-def mean_ci(values: Sequence[float], **kwargs) -> Interval:
-    """Bootstrap interval of the mean of `values` (kwargs: n_boot, ci, seed, clusters)."""
+_CHUNK_ELEMS = 1 << 20  # draws x observations per block of the vectorised bootstrap (8 MiB of float64)
+
+
+def _units(n: int, clusters: Sequence | None) -> tuple[np.ndarray | None, int]:
+    """(unit index of every observation or None when each is its own unit, number of units); the unit order is
+    `_groups`' (sorted cluster labels), so a draw of unit indices means the same resample in both."""
+    if clusters is None:
+        return None, n
+    labels = np.asarray(clusters)
+    if labels.shape[0] != n:
+        raise ValueError(f"clusters has {labels.shape[0]} labels for {n} observations")
+    _, inverse = np.unique(labels, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    return inverse, int(inverse.max()) + 1
+
+
+_CACHE_ELEMS = 1 << 22  # the last weight matrix up to this size (32 MiB) is kept: stages bootstrap many
+_weights_cache: dict[tuple, list[np.ndarray]] = {}  # statistics over the same proteins with the same seed
+
+
+def _weight_chunks(n: int, clusters: Sequence | None, n_boot: int, seed: int) -> list[np.ndarray]:
+    """The draws of `bootstrap` as multiplicity weights, in blocks: w[b, i] = how many times observation i is in
+    draw b. The unit picks come from the same generator in the same order as `bootstrap`'s loop (one
+    `integers(size=(c, G))` call yields the same stream as c calls of size G; tests check it), so any statistic
+    that is a function of the resampled multiset (mean, correlation, average ranks) gets identical draws.
+    The blocks are read-only (they may be shared through the cache)."""
+    unit, n_units = _units(n, clusters)
+    chunk = max(1, _CHUNK_ELEMS // max(n, n_units))
+    key = (n, n_boot, seed, chunk, None if unit is None else unit.tobytes())
+    if key in _weights_cache:
+        return _weights_cache[key]
+    rng = np.random.default_rng(seed)
+    blocks = []
+    for start in range(0, n_boot, chunk):
+        c = min(chunk, n_boot - start)
+        picks = rng.integers(0, n_units, size=(c, n_units))
+        flat = (picks + n_units * np.arange(c)[:, None]).ravel()
+        counts = np.bincount(flat, minlength=c * n_units).reshape(c, n_units).astype(float)
+        w = counts if unit is None else counts[:, unit]
+        w.flags.writeable = False
+        blocks.append(w)
+    if n_boot * n <= _CACHE_ELEMS:
+        _weights_cache.clear()
+        _weights_cache[key] = blocks
+    return blocks
+
+
+def _vector_bootstrap(
+    estimate: float,
+    chunk_statistic: Callable[[np.ndarray], np.ndarray],
+    n: int,
+    n_boot: int,
+    ci: float,
+    seed: int,
+    clusters: Sequence | None,
+) -> Interval:
+    draws = np.concatenate([chunk_statistic(w) for w in _weight_chunks(n, clusters, n_boot, seed)])
+    return _interval(estimate, draws, n_boot, ci, n, _units(n, clusters)[1])
+
+
+def mean_ci(
+    values: Sequence[float],
+    n_boot: int = 2000,
+    ci: float = 0.95,
+    seed: int = 0,
+    clusters: Sequence | None = None,
+) -> Interval:
+    """Bootstrap interval of the mean of `values` (the draws of `bootstrap`, computed as weighted means)."""
     x = np.asarray(values, dtype=float)
     if not np.isfinite(x).all():
         raise ValueError("mean_ci: values contain NaN/inf")
-    return bootstrap(lambda idx: x[idx].mean(), len(x), **kwargs)
+    _check_bootstrap(len(x), n_boot, ci)
+    return _vector_bootstrap(
+        float(x.mean()), lambda w: (w @ x) / w.sum(axis=1), len(x), n_boot, ci, seed, clusters
+    )
 
 
 def paired_difference_ci(a: Sequence[float], b: Sequence[float], **kwargs) -> Interval:
@@ -134,17 +213,170 @@ def correlation(x: Sequence[float], y: Sequence[float], method: str = "spearman"
     return float(res.statistic), float(res.pvalue)
 
 
-def correlation_ci(x: Sequence[float], y: Sequence[float], method: str = "spearman", **kwargs) -> Interval:
-    """Bootstrap interval of the correlation coefficient (pairs resampled jointly, clusters if given)."""
+def correlation_ci(
+    x: Sequence[float],
+    y: Sequence[float],
+    method: str = "spearman",
+    n_boot: int = 2000,
+    ci: float = 0.95,
+    seed: int = 0,
+    clusters: Sequence | None = None,
+) -> Interval:
+    """Bootstrap interval of the correlation coefficient (pairs resampled jointly, clusters if given).
+
+    The draws are `bootstrap`'s, computed vectorised (see `correlation_cis`); draws where a side is constant are
+    NaN (dropped)."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if x.shape != y.shape or x.ndim != 1:
+        raise ValueError(f"correlation_ci needs two 1-D arrays of equal length, got {x.shape} and {y.shape}")
+    return correlation_cis(
+        np.column_stack([x, y]), [(0, 1)], method, n_boot=n_boot, ci=ci, seed=seed, clusters=clusters
+    )[0]
 
-    def stat(idx: np.ndarray) -> float:
-        xs, ys = x[idx], y[idx]
-        if np.ptp(xs) == 0 or np.ptp(ys) == 0:
-            return float("nan")
-        return _fast_corr(xs, ys, method)
 
-    return bootstrap(stat, len(x), **kwargs)
+def correlation_cis(
+    data: np.ndarray,
+    pairs: Sequence[tuple[int, int]],
+    method: str = "spearman",
+    n_boot: int = 2000,
+    ci: float = 0.95,
+    seed: int = 0,
+    clusters: Sequence | None = None,
+) -> list[Interval]:
+    """`correlation_ci(data[:, i], data[:, j])` for every (i, j) in `pairs` of the columns of `data` [n, k].
+
+    Every interval is the one `correlation_ci` gives alone (each starts from `seed`, so all use the same draws);
+    the per-column work (ranks, moments) is done once per draw for all pairs. Each draw is the coefficient of
+    the resample computed from multiplicity weights: a weighted Pearson r; for Spearman, the Pearson r of the
+    resample's average ranks (a tie block's rank is the weight before it plus (its weight + 1) / 2)."""
+    if method not in ("pearson", "spearman"):
+        raise ValueError(f"unknown correlation method {method!r} (pearson | spearman)")
+    data = np.asarray(data, dtype=float)
+    if data.ndim != 2:
+        raise ValueError(f"correlation_cis needs a 2-D [observations, columns] array, got {data.shape}")
+    n = data.shape[0]
+    pairs = [(int(i), int(j)) for i, j in pairs]
+    _check_bootstrap(n, n_boot, ci)
+    kwargs = {"n_boot": n_boot, "ci": ci, "seed": seed, "clusters": clusters}
+
+    def stat_of(i: int, j: int) -> Callable[[np.ndarray], float]:
+        x, y = data[:, i], data[:, j]
+
+        def stat(idx: np.ndarray) -> float:
+            xs, ys = x[idx], y[idx]
+            if np.ptp(xs) == 0 or np.ptp(ys) == 0:
+                return float("nan")
+            return _fast_corr(xs, ys, method)
+
+        return stat
+
+    finite = np.isfinite(data).all(axis=0)
+    out: list[Interval | None] = [None] * len(pairs)
+    todo = []
+    for k, (i, j) in enumerate(pairs):
+        if finite[i] and finite[j]:
+            todo.append(k)
+        else:  # NaN/inf propagate as the per-draw loop does; not worth vectorising
+            out[k] = bootstrap(stat_of(i, j), n, **kwargs)
+    if todo:
+        cols = sorted({c for k in todo for c in pairs[k]})
+        where = {c: q for q, c in enumerate(cols)}
+        sub = [(where[pairs[k][0]], where[pairs[k][1]]) for k in todo]
+        draws = [[] for _ in todo]
+        blocks = [_tie_blocks(data[:, c]) for c in cols]
+        if method == "spearman":
+            per_chunk = _spearman_draws(blocks, sub)
+        else:
+            per_chunk = _pearson_draws(data[:, cols], blocks, sub, _max_resample_size(n, clusters))
+        for w in _weight_chunks(n, clusters, n_boot, seed):
+            for d, r in zip(draws, per_chunk(w), strict=True):
+                d.append(r)
+        n_units = _units(n, clusters)[1]
+        for k, d in zip(todo, draws, strict=True):
+            i, j = pairs[k]
+            out[k] = _interval(stat_of(i, j)(np.arange(n)), np.concatenate(d), n_boot, ci, n, n_units)
+    return out  # type: ignore[return-value]
+
+
+def _spearman_draws(blocks: list, pairs: list[tuple[int, int]]) -> Callable[[np.ndarray], list[np.ndarray]]:
+    """Spearman r of each draw (row of w) for each pair of columns. Average ranks are multiples of 1/2 and the
+    weights integers, so every sum here is exact in float64 (only the final ratio rounds)."""
+
+    def draws(w: np.ndarray) -> list[np.ndarray]:
+        step = max(1, (4 * _CHUNK_ELEMS) // (w.shape[1] * len(blocks)))  # rows whose ranks are held at once
+        parts = []
+        for start in range(0, w.shape[0], step):
+            ws = w[start : start + step]
+            total = ws.sum(axis=1)
+            centre = total * ((total + 1.0) / 2.0) ** 2  # N * (mean rank) ** 2
+            ranks, ss, constant = [], [], []
+            for b in blocks:
+                bw = _block_weights(ws, b)
+                r = _average_ranks(bw)
+                ss.append(np.einsum("bt,bt,bt->b", bw, r, r) - centre)
+                constant.append((bw > 0).sum(axis=1) < 2)
+                ranks.append(r[:, b[2]])
+            parts.append(
+                [
+                    _coefficient(
+                        np.einsum("bi,bi,bi->b", ws, ranks[i], ranks[j]) - centre,
+                        ss[i],
+                        ss[j],
+                        constant[i] | constant[j],
+                    )
+                    for i, j in pairs
+                ]
+            )
+        return [np.concatenate([p[q] for p in parts]) for q in range(len(pairs))]
+
+    return draws
+
+
+def _pearson_draws(
+    data: np.ndarray, blocks: list, pairs: list[tuple[int, int]], max_total: int
+) -> Callable[[np.ndarray], list[np.ndarray]]:
+    """Per-chunk Pearson r from one matrix product of the weights with the globally centred columns, their
+    squares and the pairs' products; the moments of each column's tie-block index (exact integers while
+    max_total^2 * blocks^2 < 2^52) tell which draws leave a column constant."""
+    z = data - data.mean(axis=0)
+    n_cols, n_pairs = data.shape[1], len(pairs)
+    k = np.stack([b[2] for b in blocks], axis=1).astype(float)
+    exact_k = float(max_total) ** 2 * float(max(len(b[1]) for b in blocks)) ** 2 < 2.0**52
+    cross = np.stack([z[:, i] * z[:, j] for i, j in pairs], axis=1)
+    columns = np.concatenate([z, z * z, cross, k, k * k], axis=1)
+
+    def draws(w: np.ndarray) -> list[np.ndarray]:
+        m = w @ columns
+        total = w.sum(axis=1)
+        s1, s2 = m[:, :n_cols], m[:, n_cols : 2 * n_cols]
+        sxy = m[:, 2 * n_cols : 2 * n_cols + n_pairs]
+        k1, k2 = m[:, 2 * n_cols + n_pairs : 3 * n_cols + n_pairs], m[:, 3 * n_cols + n_pairs :]
+        ss = s2 - s1**2 / total[:, None]
+        if exact_k:
+            constant = total[:, None] * k2 == k1**2
+        else:
+            constant = np.stack([(_block_weights(w, b) > 0).sum(axis=1) < 2 for b in blocks], axis=1)
+        return [
+            _coefficient(
+                sxy[:, q] - s1[:, i] * s1[:, j] / total, ss[:, i], ss[:, j], constant[:, i] | constant[:, j]
+            )
+            for q, (i, j) in enumerate(pairs)
+        ]
+
+    return draws
+
+
+def _max_resample_size(n: int, clusters: Sequence | None) -> int:
+    """Largest possible resample size: n, or under cluster resampling units x largest cluster."""
+    unit, n_units = _units(n, clusters)
+    return n if unit is None else n_units * int(np.bincount(unit).max())
+
+
+def _coefficient(sxy: np.ndarray, sxx: np.ndarray, syy: np.ndarray, constant: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.clip(sxy / np.sqrt(sxx) / np.sqrt(syy), -1.0, 1.0)
+    r[constant] = np.nan
+    return r
 
 
 def _fast_corr(x: np.ndarray, y: np.ndarray, method: str) -> float:
@@ -153,6 +385,29 @@ def _fast_corr(x: np.ndarray, y: np.ndarray, method: str) -> float:
     elif method != "pearson":
         raise ValueError(f"unknown correlation method {method!r} (pearson | spearman)")
     return float(np.corrcoef(x, y)[0, 1])
+
+
+def _tie_blocks(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ascending order, start of every block of equal values in that order, block index of each observation)."""
+    order = np.argsort(x, kind="stable")
+    xs = x[order]
+    new = np.r_[True, xs[1:] != xs[:-1]]
+    block = np.empty(len(x), dtype=np.intp)
+    block[order] = np.cumsum(new) - 1
+    return order, np.flatnonzero(new), block
+
+
+def _block_weights(w: np.ndarray, blocks: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
+    """Total weight of each tie block (ascending values) in each draw: [draws, blocks]."""
+    order, starts, _ = blocks
+    ws = w[:, order]
+    return ws if len(starts) == ws.shape[1] else np.add.reduceat(ws, starts, axis=1)
+
+
+def _average_ranks(block_w: np.ndarray) -> np.ndarray:
+    """Average rank (1-based, as scipy's rankdata) of each tie block within each weighted resample: the weight
+    before the block plus (its weight + 1) / 2."""
+    return np.cumsum(block_w, axis=1) - (block_w - 1.0) / 2.0
 
 
 def adjust_pvalues(pvalues: Sequence[float], method: str = "holm") -> np.ndarray:
