@@ -164,3 +164,41 @@ def test_embed_writes_every_protein_and_records_skips(trained):
 def test_embed_needs_a_model(tmp_path, structures):
     with pytest.raises(FileNotFoundError, match="train_structure@gat"):
         embed_stage.run(_params(), _make_repo(tmp_path, structures), "gat")
+
+
+def test_embed_with_worker_processes_equals_one_process(trained):
+    """structure.threads: 2 embeds in 2 single-thread processes: same ids, bit-identical vectors, same skips."""
+    repo, _ = trained
+    one = _params()
+    two = dataclasses.replace(one, structure=dataclasses.replace(one.structure, threads=2))
+    threads = torch.get_num_threads()
+    try:
+        embed_stage.run(one, repo, "gat")
+        a = load_embeddings(repo.structure_embeddings("gat"))
+        result = embed_stage.run(two, repo, "gat")
+        b = load_embeddings(repo.structure_embeddings("gat"))
+    finally:
+        torch.set_num_threads(threads)
+    assert result["n"] == 8 and b.ids == a.ids == sorted(TRAIN + VAL)
+    assert np.array_equal(a.vectors, b.vectors)
+    assert b.meta["skipped"] == a.meta["skipped"] and [s["id"] for s in b.meta["skipped"]] == ["ZBAD"]
+
+
+def test_embed_samples_workers_keep_batches_and_skips(structures):
+    """Several batches over 2 workers (lazy input): same vectors and skip reasons as in-process."""
+    torch.manual_seed(0)
+    enc = registry.build("gat", _params().structure).eval()
+    ids = sorted(TRAIN + VAL)
+    samples = [enc.featurize(structures[i]) for i in ids]
+    limit = max(enc.estimate_bytes(s) for s in samples) / 2**30 * 0.999  # the largest protein is skipped
+    ref, ref_skip = embed_stage.embed_samples(enc, samples, batch_size=2, max_gb=limit)
+    threads = torch.get_num_threads()
+    try:
+        got, got_skip = embed_stage.embed_samples(
+            enc, iter(samples), batch_size=2, max_gb=limit, workers=2, total=len(samples)
+        )
+    finally:
+        torch.set_num_threads(threads)
+    assert len(ref) == len(ids) - 1 and len(ref_skip) == 1 and "too large" in ref_skip[0]["reason"]
+    assert got_skip == ref_skip and sorted(got) == sorted(ref)
+    assert all(np.array_equal(got[k], ref[k]) for k in ref)

@@ -5,11 +5,21 @@ training; the readout is `params.structure.pooling` (pretraining does not depend
 whole (no crop, no residue dropped); one the model cannot embed, or whose estimated forward memory exceeds
 `structure.max_embed_gb`, is listed in meta["skipped"] with the reason (the run goes on). `structure.device`
 picks cpu / cuda / auto.
+
+On the CPU, `structure.threads` = N > 1 embeds with N worker processes of one torch thread each (spawn): the main
+process featurizes and cuts the proteins into the same batches as one process would, the workers embed whole
+batches, and every vector is bit-identical to `threads: 1` (proteins are independent, one thread per batch both
+ways). Unlike intra-op threads, single-thread workers do not stall when other jobs share the cores.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
+import multiprocessing
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 import numpy as np
@@ -24,73 +34,132 @@ log = logging.getLogger(__name__)
 MAX_BATCH_RESIDUES = 20_000  # residues per forward pass (bounds memory with large complexes)
 
 
-def _chunks(samples: list[Sample], max_proteins: int, max_residues: int) -> list[list[Sample]]:
-    out: list[list[Sample]] = []
+def _chunks(samples: Iterable[Sample], max_proteins: int, max_residues: int) -> Iterator[list[Sample]]:
     cur: list[Sample] = []
     size = 0
     for s in samples:
         if cur and (len(cur) >= max_proteins or size + s["num_nodes"] > max_residues):
-            out.append(cur)
+            yield cur
             cur, size = [], 0
         cur.append(s)
         size += s["num_nodes"]
     if cur:
-        out.append(cur)
-    return out
+        yield cur
 
 
-def embed_samples(
-    encoder: StructureEncoder,
-    samples: list[Sample],
-    batch_size: int,
-    device: torch.device | str = "cpu",
-    max_gb: float | None = None,
-) -> tuple[dict[str, np.ndarray], list[dict]]:
-    """Embeddings by id, whole proteins (never cropped); a batch that fails is retried protein by protein so one
-    bad protein skips alone; a protein whose estimated forward memory exceeds `max_gb` is skipped with the reason."""
-    vectors: dict[str, np.ndarray] = {}
-    skipped: list[dict] = []
-    if max_gb is not None:
-        fits = []
-        for s in samples:
-            need = encoder.estimate_bytes(s) / 2**30
-            if need > max_gb:
-                skipped.append(
-                    {
-                        "id": s["id"],
-                        "reason": f"too large: ~{need:.1f} GB estimated forward memory > "
-                        f"structure.max_embed_gb {max_gb} ({s['num_nodes']} residues)",
-                    }  # fmt: skip
-                )
-            else:
-                fits.append(s)
-        samples = fits
-    encoder.eval().to(device)
+def _fits(encoder: StructureEncoder, samples: Iterable[Sample], max_gb: float | None, skipped: list[dict]):
+    """`samples` without those whose estimated forward memory exceeds `max_gb` (appended to `skipped`)."""
+    for s in samples:
+        need = encoder.estimate_bytes(s) / 2**30 if max_gb is not None else 0.0
+        if max_gb is not None and need > max_gb:
+            skipped.append(
+                {
+                    "id": s["id"],
+                    "reason": f"too large: ~{need:.1f} GB estimated forward memory > "
+                    f"structure.max_embed_gb {max_gb} ({s['num_nodes']} residues)",
+                }  # fmt: skip
+            )
+        else:
+            yield s
+
+
+def _embed_chunk(
+    encoder: StructureEncoder, chunk: list[Sample], device
+) -> tuple[list[tuple[str, np.ndarray]], list[dict]]:
+    """(id, vector) pairs and skips of one batch; a batch that fails is retried protein by protein."""
 
     def _embed(group: list[Sample]) -> torch.Tensor:
         return encoder.embed(to_device(encoder.collate(group), device)).float().cpu()
 
+    skipped: list[dict] = []
     with torch.inference_mode():
-        for chunk in tqdm(
-            _chunks(samples, batch_size, MAX_BATCH_RESIDUES), desc="embed_structure", disable=None
-        ):
-            try:
-                groups = [(chunk, _embed(chunk))]
-            except (RuntimeError, ValueError, IndexError):
-                groups = []
-                for s in chunk:
-                    try:
-                        groups.append(([s], _embed([s])))
-                    except (RuntimeError, ValueError, IndexError) as exc:
-                        skipped.append(
-                            {"id": s["id"], "reason": f"forward failed: {type(exc).__name__}: {exc}"}
-                        )
-            for members, emb in groups:
-                for s, v in zip(members, emb.numpy(), strict=True):
-                    if np.isfinite(v).all():
-                        vectors[s["id"]] = v.astype(np.float32)
-                    else:
-                        skipped.append({"id": s["id"], "reason": "non-finite embedding"})
+        try:
+            groups = [(chunk, _embed(chunk))]
+        except (RuntimeError, ValueError, IndexError):
+            groups = []
+            for s in chunk:
+                try:
+                    groups.append(([s], _embed([s])))
+                except (RuntimeError, ValueError, IndexError) as exc:
+                    skipped.append({"id": s["id"], "reason": f"forward failed: {type(exc).__name__}: {exc}"})
+    out = []
+    for members, emb in groups:
+        for s, v in zip(members, emb.numpy(), strict=True):
+            if np.isfinite(v).all():
+                out.append((s["id"], v.astype(np.float32)))
+            else:
+                skipped.append({"id": s["id"], "reason": "non-finite embedding"})
+    return out, skipped
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_init(encoder: StructureEncoder) -> None:
+    torch.set_num_threads(1)
+    _WORKER["encoder"] = encoder.eval()
+
+
+def _worker_chunk(chunk: list[Sample]) -> tuple[list[tuple[str, np.ndarray]], list[dict]]:
+    return _embed_chunk(_WORKER["encoder"], chunk, "cpu")
+
+
+def embed_samples(
+    encoder: StructureEncoder,
+    samples: Iterable[Sample],
+    batch_size: int,
+    device: torch.device | str = "cpu",
+    max_gb: float | None = None,
+    workers: int = 1,
+    total: int | None = None,
+) -> tuple[dict[str, np.ndarray], list[dict]]:
+    """Embeddings by id, whole proteins (never cropped); a batch that fails is retried protein by protein so one
+    bad protein skips alone; a protein whose estimated forward memory exceeds `max_gb` is skipped with the reason.
+
+    `samples` may be a lazy iterable (featurized while earlier batches embed). `workers` > 1 (CPU only) embeds the
+    batches in that many single-thread processes; batches and results are the same as with one process.
+    `total` (proteins) sizes the progress bar when `samples` has no len().
+    """
+    vectors: dict[str, np.ndarray] = {}
+    skipped: list[dict] = []
+    encoder.eval().to(device)
+    if total is None and hasattr(samples, "__len__"):
+        total = len(samples)  # type: ignore[arg-type]
+    chunks = _chunks(_fits(encoder, samples, max_gb, skipped), batch_size, MAX_BATCH_RESIDUES)
+    bar = tqdm(total=total, desc="embed_structure", unit="protein", disable=None)
+
+    def _collect(result, n: int) -> None:
+        pairs, failed = result
+        vectors.update(pairs)
+        skipped.extend(failed)
+        bar.update(n)
+
+    try:
+        if workers <= 1 or torch.device(device).type != "cpu":
+            for chunk in chunks:
+                _collect(_embed_chunk(encoder, chunk, device), len(chunk))
+            return vectors, skipped
+        ctx = multiprocessing.get_context("spawn")
+        pending: collections.deque[tuple[Future, int]] = collections.deque()
+        try:
+            pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(encoder,))
+            with pool:
+                # featurized lazily here while the workers embed earlier batches; at most 2 per worker in flight
+                for chunk in chunks:
+                    pending.append((pool.submit(_worker_chunk, chunk), len(chunk)))
+                    while len(pending) > 2 * workers:
+                        future, n = pending.popleft()
+                        _collect(future.result(), n)
+                while pending:
+                    future, n = pending.popleft()
+                    _collect(future.result(), n)
+        except BrokenProcessPool as exc:
+            raise RuntimeError(
+                f"an embed_structure worker process died ({exc}); out of memory? try structure.threads: 1 "
+                "or a lower structure.max_embed_gb"
+            ) from exc
+    finally:
+        bar.close()
     return vectors, skipped
 
 
@@ -108,17 +177,25 @@ def run(params, paths, gdm: str) -> dict[str, Any]:
     torch.manual_seed(params.structure.train.seed)  # eval mode is deterministic; seeded anyway
     store = _open_store(paths)
     ids = list(store.ids)
-    samples: list[Sample] = []
     skipped: list[dict] = []
-    for pid in tqdm(ids, desc="featurize", disable=None, leave=False):
-        try:
-            samples.append(encoder.featurize(store.get(pid)))
-        except (ValueError, RuntimeError, IndexError, KeyError) as exc:
-            skipped.append({"id": pid, "reason": f"featurize failed: {type(exc).__name__}: {exc}"})
+
+    def _featurized() -> Iterator[Sample]:  # lazy: with workers, featurizing overlaps embedding
+        for pid in ids:
+            try:
+                sample = encoder.featurize(store.get(pid))
+            except (ValueError, RuntimeError, IndexError, KeyError) as exc:
+                skipped.append({"id": pid, "reason": f"featurize failed: {type(exc).__name__}: {exc}"})
+                continue
+            yield sample
+
     device = resolve_device(params.structure.device)
+    workers = max(1, int(params.structure.threads)) if device.type == "cpu" else 1
+    if workers > 1:
+        torch.set_num_threads(1)  # the main process only featurizes; 2 threads here would fight the workers
     vectors, failed = embed_samples(
-        encoder, samples, params.structure.train.batch_size, device, params.structure.max_embed_gb
-    )
+        encoder, _featurized(), params.structure.train.batch_size, device, params.structure.max_embed_gb,
+        workers=workers, total=len(ids),
+    )  # fmt: skip
     skipped += failed
     for s in skipped:
         log.warning("embed_structure@%s: skipped %s (%s)", gdm, s["id"], s["reason"])

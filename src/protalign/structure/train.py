@@ -243,7 +243,11 @@ def file_sha256(path) -> str:
 
 
 def set_threads(params) -> None:
-    """Torch CPU threads for structure stages (small graphs: 1 thread is fastest and avoids oversubscription)."""
+    """Torch CPU threads for structure stages (embed_structure instead runs `threads` single-thread workers).
+
+    Training at the default crop gains from 2 threads only on otherwise idle cores (measured 1.3-1.9x); on a busy
+    machine 2 threads are several times slower than 1 (each op waits for the descheduled thread).
+    """
     threads = int(params.structure.threads)
     if threads > 0:
         torch.set_num_threads(threads)
