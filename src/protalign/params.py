@@ -97,6 +97,7 @@ class FinetuneParams:
     device: str = "cpu"
     threads: int = 2
     seed: int = 0
+    group_by_length: bool = False  # length-grouped batches (less padding; other batch compositions)
 
 
 @dataclass(frozen=True)

@@ -113,6 +113,74 @@ def test_lora_lowers_the_loss_and_leaves_base_weights(causal):
     assert 0 < hist["n_trainable"] < 0.01 * sum(v.numel() for v in before.values())
 
 
+def _full_logits_loss(model, ids, mask):
+    """The reference: every position through the head, padding targets dropped by the attention mask."""
+    logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, :-1].float()
+    target = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
+    loss = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100, reduction="sum"
+    )
+    return loss, int((target != -100).sum())
+
+
+def test_loss_on_kept_positions_equals_the_full_logits_loss(causal):
+    model, tok, _, _ = causal
+    strings = [F.study_prompt(i, t) for i, t in {**TRAIN, **VAL}.items()]
+    tokens = F.tokenize_examples(tok, strings, 48)
+    tokens[0] = tokens[0][:7]  # a short row: lots of padding, whose id (<|im_end|>) is also a real target
+    ids, mask = F._pad(tok, tokens, "cpu")
+    assert int(tok.pad_token_id) in [t for row in tokens for t in row]  # the padding id is a real target too
+    with torch.no_grad():
+        got, n = F.lm_loss_sum(model, ids, mask)
+        want, n_want = _full_logits_loss(model, ids, mask)
+    assert n == n_want == sum(len(t) - 1 for t in tokens)
+    assert abs(float(got) - float(want)) <= 1e-5 * abs(float(want)), (float(got), float(want))
+    # gradients (LoRA-style: only through the activations) agree too
+    h = model.get_input_embeddings().weight
+    grads = []
+    for fn in (F.lm_loss_sum, _full_logits_loss):
+        h.grad = None
+        loss, _ = fn(model, ids, mask)
+        loss.backward()
+        grads.append(h.grad.clone())
+    h.grad = None
+    assert torch.allclose(grads[0], grads[1], rtol=1e-4, atol=1e-6)
+
+
+def test_mean_loss_does_not_depend_on_the_row_order(causal):
+    model, tok, _, _ = causal
+    tokens = F.tokenize_examples(tok, [F.study_prompt(i, t) for i, t in TRAIN.items()], 48)
+    a = F.mean_loss(model, tok, tokens, 2)
+    b = F.mean_loss(model, tok, tokens[::-1], 2)
+    with torch.no_grad():
+        total, count = _full_logits_loss(model, *F._pad(tok, tokens, "cpu"))
+    assert abs(a - b) < 1e-5 and abs(a - float(total) / count) < 1e-5
+
+
+@pytest.mark.parametrize("group", [False, True])
+def test_batch_plan_is_seeded_and_covers_every_row_once(group):
+    lengths = [int(x) for x in torch.randint(10, 200, (651,), generator=torch.Generator().manual_seed(1))]
+    plan = F.batch_plan(lengths, 8, torch.Generator().manual_seed(0), group)
+    assert plan == F.batch_plan(lengths, 8, torch.Generator().manual_seed(0), group)
+    assert plan != F.batch_plan(lengths, 8, torch.Generator().manual_seed(1), group)
+    assert sorted(i for b in plan for i in b) == list(range(651))
+    assert len(plan) == 82 and sorted(map(len, plan))[:2] == [3, 8]  # 81 full batches and the remainder
+    if not group:  # the plain plan is the seeded shuffle cut in order (what the trainer always did)
+        order = torch.randperm(651, generator=torch.Generator().manual_seed(0)).tolist()
+        assert plan == [order[s : s + 8] for s in range(0, 651, 8)]
+
+
+def test_grouped_batches_carry_less_padding():
+    lengths = [int(x) for x in torch.randint(68, 200, (651,), generator=torch.Generator().manual_seed(1))]
+
+    def padded(plan):
+        return sum(len(b) * max(lengths[i] for i in b) for b in plan)
+
+    plain = padded(F.batch_plan(lengths, 8, torch.Generator().manual_seed(0), False))
+    grouped = padded(F.batch_plan(lengths, 8, torch.Generator().manual_seed(0), True))
+    assert grouped < 0.9 * plain and grouped >= sum(lengths)
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """One real `finetune` run (and a rerun) in a scratch project."""

@@ -30,6 +30,7 @@ ADAPTER_SUFFIX = "+lora"
 PROMPT_FORMATS = ("study", "chat_template")
 QUANTIZE = ("auto", "none", "4bit")
 META_FILE = "protalign_adapter.json"
+GROUP_BATCHES = 16  # batches per length-sorted group (finetune.group_by_length)
 
 
 def adapter_dir(paths: Any, llm: str) -> Path:
@@ -117,29 +118,62 @@ def _pad(tokenizer: Any, batch: Sequence[Sequence[int]], device: Any) -> tuple[t
 
 def lm_loss_sum(model: Any, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, int]:
     """Summed next-token cross-entropy over real tokens (padding masked by the attention mask, not by token id:
-    SmolLM2 pads with its end-of-turn token, which is also a real target) and the number of targets."""
-    logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, :-1].float()
-    target = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
-    loss = torch.nn.functional.cross_entropy(
-        logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100, reduction="sum"
-    )
-    return loss, int((target != -100).sum())
+    SmolLM2 pads with its end-of-turn token, which is also a real target) and the number of targets.
+
+    Only the positions that have a real next token go through the LM head (transformers' boolean
+    `logits_to_keep`, which keeps the model's own head and logit soft-capping), so neither padding nor the last
+    position costs a row of vocabulary logits; the result equals the full-logits loss up to float rounding.
+    """
+    keep = torch.zeros_like(mask, dtype=torch.bool)
+    keep[:, :-1] = mask[:, 1:] != 0  # position t predicts token t + 1, which must be real
+    logits = model(input_ids=ids, attention_mask=mask, use_cache=False, logits_to_keep=keep).logits
+    target = ids[:, 1:][keep[:, :-1]]
+    if logits.shape != (target.numel(), logits.shape[-1]):
+        raise RuntimeError(
+            f"{type(model).__name__} ignored the boolean logits_to_keep (logits {tuple(logits.shape)} for "
+            f"{target.numel()} targets); transformers >= 5.24 is needed"
+        )
+    if logits.dtype != torch.float32:  # half-precision models: the loss in float32
+        logits = logits.float()
+    loss = torch.nn.functional.cross_entropy(logits, target, reduction="sum")
+    return loss, int(target.numel())
 
 
 @torch.no_grad()
 def mean_loss(model: Any, tokenizer: Any, tokens: Sequence[Sequence[int]], batch_size: int) -> float | None:
-    """Token-averaged loss in eval mode (no dropout); None for an empty set."""
+    """Token-averaged loss in eval mode (no dropout); None for an empty set. Rows are batched in length order
+    (little padding); the sum over all tokens does not depend on the batching but for float rounding."""
     if not tokens:
         return None
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
+    order = sorted(range(len(tokens)), key=lambda i: len(tokens[i]))
     total, count = 0.0, 0
-    for s in range(0, len(tokens), batch_size):
-        loss, n = lm_loss_sum(model, *_pad(tokenizer, tokens[s : s + batch_size], device))
+    for s in range(0, len(order), batch_size):
+        batch = [tokens[i] for i in order[s : s + batch_size]]
+        loss, n = lm_loss_sum(model, *_pad(tokenizer, batch, device))
         total, count = total + float(loss), count + n
     model.train(was_training)
     return total / max(count, 1)
+
+
+def batch_plan(
+    lengths: Sequence[int], batch_size: int, generator: torch.Generator, group_by_length: bool = False
+) -> list[list[int]]:
+    """One epoch's batches (row indices) from a seeded shuffle. `group_by_length` sorts each run of
+    `GROUP_BATCHES` consecutive shuffled batches by length before cutting it into batches, then shuffles the batch
+    order (as transformers' length-grouped sampler): same number of batches and rows, far less padding, but other
+    batch compositions than the plain shuffle."""
+    order = torch.randperm(len(lengths), generator=generator).tolist()
+    if not group_by_length:
+        return [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
+    mega = batch_size * GROUP_BATCHES
+    batches: list[list[int]] = []
+    for s in range(0, len(order), mega):
+        chunk = sorted(order[s : s + mega], key=lambda i: lengths[i])
+        batches += [chunk[k : k + batch_size] for k in range(0, len(chunk), batch_size)]
+    return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
 
 
 # --- model ------------------------------------------------------------------------------------------------------
@@ -279,9 +313,9 @@ def train_lora(
     peft_model.train()
     step, start = 0, time.perf_counter()
     for epoch in range(1, p.epochs + 1):
-        order = torch.randperm(len(train_tokens), generator=shuffle).tolist()
-        for s in range(0, len(order), p.batch_size):
-            ids, mask = _pad(tokenizer, [train_tokens[i] for i in order[s : s + p.batch_size]], device)
+        plan = batch_plan([len(t) for t in train_tokens], p.batch_size, shuffle, p.group_by_length)
+        for rows in plan:
+            ids, mask = _pad(tokenizer, [train_tokens[i] for i in rows], device)
             loss_sum, count = lm_loss_sum(peft_model, ids, mask)
             loss = loss_sum / max(count, 1)
             if not torch.isfinite(loss):
