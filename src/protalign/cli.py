@@ -34,8 +34,6 @@ STAGES: dict[str, tuple[str, bool, bool]] = {
     "properties": ("protalign.analysis.properties", False, False),
     "findings": ("protalign.analysis.findings", False, False),
 }
-# command -> extra required integer option passed to run() (none at present; e.g. {"cmd": "layers"})
-STAGE_INT_ARGS: dict[str, str] = {}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -58,8 +56,6 @@ def _parser() -> argparse.ArgumentParser:
             s.add_argument("--llm", required=True)
         if gdm:
             s.add_argument("--gdm", required=True)
-        if name in STAGE_INT_ARGS:
-            s.add_argument(f"--{STAGE_INT_ARGS[name]}", type=int, required=True)
     return p
 
 
@@ -92,8 +88,6 @@ def main(argv: list[str] | None = None) -> int:
             kwargs["llm"] = args.llm
         if takes_gdm:
             kwargs["gdm"] = args.gdm
-        if args.command in STAGE_INT_ARGS:
-            kwargs[STAGE_INT_ARGS[args.command]] = getattr(args, STAGE_INT_ARGS[args.command])
         importlib.import_module(module).run(params, paths, **kwargs)
     except (ValueError, FileNotFoundError, KeyError, NotImplementedError, RuntimeError) as exc:
         print(f"protalign {args.command}: error: {exc}", file=sys.stderr)
