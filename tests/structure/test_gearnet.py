@@ -124,6 +124,16 @@ def test_edge_rules_chain_agnostic_filter_and_ties():
     assert knn0 == [1, 2]
 
 
+def test_nearest_equals_stable_sort_prefix_with_ties():
+    # integer lattice: many equal distances straddle the k-th value; plus a random cloud without ties
+    grid = torch.stack(torch.meshgrid(*[torch.arange(5.0)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    for pos in (grid, torch.randn(300, 3) * 10):
+        d2 = torch.cdist(pos, pos).pow(2)
+        for k in (1, 7, 11, 31):
+            want = torch.sort(d2, dim=1, stable=True).indices[:, :k]
+            assert torch.equal(gg._nearest(d2, k), want)
+
+
 def test_radius_cap_counts_self_and_zero_length_dropped():
     pos = torch.zeros(40, 3)
     pos[:, 0] = torch.arange(40) * 0.1  # all within 10 Å of each other
