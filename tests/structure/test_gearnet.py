@@ -297,3 +297,26 @@ def test_line_plan_edge_conv_equals_plain_relational_conv():
     # a wrong plan (line edges dropped) must differ
     bad = line_plan(ei, line[:, line[2] != 3], 40, 8)
     assert not torch.allclose(conv.forward_line(m, bad), want, atol=1e-5)
+
+
+def test_row_sum_equals_dense_product_and_its_gradient():
+    from protalign.structure.gearnet import _csr
+
+    gen = torch.Generator().manual_seed(0)
+    row = torch.tensor([3, 0, 3, 3, 1, 0])  # duplicates (3, 2) add up; row 2 and 4 empty
+    col = torch.tensor([2, 1, 2, 0, 4, 4])
+    dense = torch.zeros(5, 5, dtype=torch.float64)
+    dense.index_put_((row, col), torch.ones(6, dtype=torch.float64), accumulate=True)
+    rs = _csr(row, col, 5, 5)
+    assert rs.shape == (5, 5)
+    x = torch.randn(5, 7, dtype=torch.float64, generator=gen, requires_grad=True)
+    y = rs @ x
+    assert torch.allclose(y, dense @ x)
+    w = torch.randn(5, 7, dtype=torch.float64, generator=gen)
+    (g,) = torch.autograd.grad((y * w).sum(), x)
+    assert torch.allclose(g, dense.t() @ w)
+    assert torch.autograd.gradcheck(lambda v: rs @ v, (x,))
+    empty = _csr(torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long), 3, 5)
+    assert torch.equal(empty @ x.detach(), torch.zeros(3, 7, dtype=torch.float64))
+    with pytest.raises(ValueError, match="5 rows"):
+        rs @ torch.zeros(4, 7)

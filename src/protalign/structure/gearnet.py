@@ -11,7 +11,6 @@ h' = BN_l(c). Output: concat of all h' (or the last), readout = sum over residue
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -27,25 +26,65 @@ INPUT_DIM = 21  # TorchDrug residue_symbol one-hot (20 + unknown)
 READOUTS = ("sum", *POOLINGS)
 
 
-def _csr(row: torch.Tensor, col: torch.Tensor, n_rows: int, n_cols: int) -> torch.Tensor:
-    """Sparse CSR 0/1 matrix [n_rows, n_cols] with a 1 at (row, col) per pair (duplicates add up)."""
+class RowSum(NamedTuple):
+    """A 0/1 matrix [n_rows, n_cols] kept as sorted column indices + row offsets (CSR without values).
+
+    `rowsum @ x` sums x's rows per output row through `embedding_bag(mode="sum")`: exact like a CSR product, but
+    ~1.7× faster on CPU, since torch's CSR-by-dense product zero-fills and then copies its whole output (65 of the
+    83 ms of a 40k×512 line-graph aggregate). The gradient is the transposed row sum, again an embedding_bag
+    (embedding_bag's own backward scatters and is ~4× slower). Duplicates add up.
+    """
+
+    index: torch.Tensor
+    offsets: torch.Tensor
+    n_cols: int
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.offsets.numel() - 1, self.n_cols
+
+    def transpose(self) -> RowSum:
+        rows = torch.repeat_interleave(torch.arange(self.shape[0], device=self.index.device), self.offsets.diff())
+        return _csr(self.index, rows, self.n_cols, self.shape[0])
+
+    def __matmul__(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] != self.n_cols:
+            raise ValueError(f"row sum over {self.n_cols} rows applied to {x.shape[0]}")
+        if torch.is_grad_enabled() and x.requires_grad:
+            return _RowSumFn.apply(x, self)
+        return _row_sum(self, x)
+
+
+def _row_sum(rs: RowSum, x: torch.Tensor) -> torch.Tensor:
+    if rs.index.numel() == 0:  # embedding_bag needs at least one index
+        return x.new_zeros(rs.shape[0], x.shape[1])
+    return F.embedding_bag(rs.index, x, rs.offsets, mode="sum", include_last_offset=True)
+
+
+class _RowSumFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, rs: RowSum) -> torch.Tensor:
+        ctx.rs = rs
+        return _row_sum(rs, x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return _row_sum(ctx.rs.transpose(), grad.contiguous()), None
+
+
+def _csr(row: torch.Tensor, col: torch.Tensor, n_rows: int, n_cols: int) -> RowSum:
+    """RowSum [n_rows, n_cols] with a 1 at (row, col) per pair (duplicates add up)."""
     order = torch.argsort(row, stable=True)
-    crow = torch.zeros(n_rows + 1, dtype=torch.long, device=row.device)
-    crow[1:] = torch.bincount(row, minlength=n_rows).cumsum(0)
-    ones = torch.ones(row.numel(), dtype=torch.float32, device=row.device)
-    with (
-        warnings.catch_warnings()
-    ):  # "sparse CSR support is in beta": matmul with a dense matrix is all we use
-        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-        warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly disabled")
-        return torch.sparse_csr_tensor(crow, col[order], ones, (n_rows, n_cols), check_invariants=False)
+    offsets = torch.zeros(n_rows + 1, dtype=torch.long, device=row.device)
+    offsets[1:] = torch.bincount(row, minlength=n_rows).cumsum(0)
+    return RowSum(col[order], offsets, int(n_cols))
 
 
 def relational_adjacency(src: torch.Tensor, dst: torch.Tensor, rel: torch.Tensor, n: int, r: int, n_src: int):
-    """Sparse CSR matrix [n·r, n_src] with a 1 at (dst·r + rel, src) per edge (duplicates add up).
+    """RowSum [n·r, n_src] with a 1 at (dst·r + rel, src) per edge (duplicates add up).
 
     `adj @ x` then equals TorchDrug's scatter_add over edges into rows dst·r + rel; built once per forward and
-    reused by every layer. CSR matmul is ~5× faster on CPU than gathering x[src] and `index_add_`, and it never
+    reused by every layer. It is several times faster on CPU than gathering x[src] and `index_add_`, and it never
     materialises the gathered [edges, D] matrix (600 MB for a 786-residue protein's line graph at D = 512).
     """
     return _csr(dst * r + rel, src, n * r, n_src)
@@ -88,7 +127,7 @@ def line_plan(edge_index: torch.Tensor, line: torch.Tensor, num_nodes: int, num_
 
 def relational_sum(adj: torch.Tensor, x: torch.Tensor, r: int) -> torch.Tensor:
     """A[n, rel, :] = Σ_{edges: dst=n, relation=rel} x[src], flattened relation-major to [n, r·D]."""
-    out = adj.to(x.dtype) @ x
+    out = adj @ x
     return out.view(-1, r * x.shape[1])
 
 
@@ -114,7 +153,7 @@ class GeometricRelationalGraphConv(nn.Module):
     def forward_line(self, m: torch.Tensor, plan: LinePlan) -> torch.Tensor:
         """`forward` on the line graph via its LinePlan: same sums, fewer rows (see LinePlan)."""
         d_in = self.input_dim
-        agg = plan.agg.to(m.dtype) @ m  # [Q, D_in]
+        agg = plan.agg @ m  # [Q, D_in]
         w, ptr = self.linear.weight, plan.bin_ptr
         blocks = [
             (agg[ptr[b] : ptr[b + 1]], w[:, b * d_in : (b + 1) * d_in].t()) for b in range(self.num_relation)
@@ -125,7 +164,7 @@ class GeometricRelationalGraphConv(nn.Module):
             z = agg.new_empty(agg.shape[0], self.output_dim)
             for b, (a, wb) in enumerate(blocks):
                 torch.mm(a, wb, out=z[ptr[b] : ptr[b + 1]])
-        per_pair = plan.pair_sum.to(z.dtype) @ z  # CSR sum of each pair's rows (index_add_ is ~10× slower)
+        per_pair = plan.pair_sum @ z  # each pair's rows summed (index_add_ is ~10× slower)
         out = torch.addmm(self.linear.bias + self.self_loop.bias, m, self.self_loop.weight.t())
         out = out + per_pair[plan.pair_of_edge]
         if self.batch_norm is not None:
