@@ -56,7 +56,12 @@ def td_graphs(ids):
             proteins.append(p)
     batch = data.Protein.pack(proteins)
     batch.view = "residue"
-    construction = layers.GraphConstruction(
+    return construction()(batch)
+
+
+def construction() -> layers.GraphConstruction:
+    """TorchDrug's GearNet-Edge graph: Cα nodes, sequential (±2), radius 10 Å and 10-NN edges (|Δi| ≥ 5)."""
+    return layers.GraphConstruction(
         node_layers=[geometry.AlphaCarbonNode()],
         edge_layers=[
             geometry.SequentialEdge(max_distance=2),
@@ -65,7 +70,6 @@ def td_graphs(ids):
         ],
         edge_feature="gearnet",
     )
-    return construction(batch)
 
 
 def randomise(model: torch.nn.Module, seed: int) -> None:
