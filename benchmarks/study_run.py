@@ -45,6 +45,17 @@ def _copy_tree(dst: Path) -> None:
     (sweeps / "README.md").write_text("No sweep has been summarised for this corpus (benchmarks/study_run.py).\n")
 
 
+def study_env(scratch: Path) -> dict[str, str]:
+    """Environment of the scratch copy's commands: CI's offline settings, this interpreter's tools first."""
+    env = dict(os.environ, DVC_NO_ANALYTICS="1", MLFLOW_DISABLE_TELEMETRY="true", HF_HUB_OFFLINE="1")
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    for key in ("MLFLOW_TRACKING_URI", "DVC_EXP_NAME"):
+        env.pop(key, None)
+    env["PROTALIGN_MAIN_ROOT"] = str(scratch)  # the study's MLflow runs stay with the scratch copy
+    env.setdefault("PROTALIGN_CACHE", str(REPO / ".protalign-cache"))  # reuse converted models and downloads
+    return env
+
+
 def repro_timed(cwd: Path, env: dict) -> tuple[list[tuple[str, float]], float, float]:
     """`dvc repro`, streamed; returns (per-stage wall seconds, total wall, peak RSS MiB of the process tree)."""
     start = time.perf_counter()
@@ -96,12 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no corpus at {data} (manifest.tsv missing)", file=sys.stderr)
         return 2
     scratch = Path(tempfile.mkdtemp(prefix="protalign-study-"))
-    env = dict(os.environ, DVC_NO_ANALYTICS="1", MLFLOW_DISABLE_TELEMETRY="true", HF_HUB_OFFLINE="1")
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    for key in ("MLFLOW_TRACKING_URI", "DVC_EXP_NAME"):
-        env.pop(key, None)
-    env["PROTALIGN_MAIN_ROOT"] = str(scratch)  # the study's MLflow runs stay with the scratch copy
-    env.setdefault("PROTALIGN_CACHE", str(REPO / ".protalign-cache"))  # reuse converted models and downloads
+    env = study_env(scratch)
 
     def sh(*cmd: str) -> None:
         print("+", shlex.join(cmd), flush=True)

@@ -59,7 +59,8 @@ def entry_id(stem: str) -> str:
     return cleaned
 
 
-def _fasta_for(fasta_dir: Path | None, stem: str, ident: str) -> Path | None:
+def fasta_for(fasta_dir: Path | None, stem: str, ident: str) -> Path | None:
+    """The FASTA file in `fasta_dir` named after the structure file's stem or its entry id, or None."""
     if fasta_dir is None or not fasta_dir.is_dir():
         return None
     for name in (stem, ident):
@@ -109,7 +110,7 @@ def scan_folder(folder: str | Path) -> tuple[list[LocalFile], list[dict[str, str
             continue
         seen[key] = rel
         fmt, gz = EXTENSIONS[ext]
-        entries.append(LocalFile(ident, path, fmt, gz, _fasta_for(fasta_dir, stem, ident)))
+        entries.append(LocalFile(ident, path, fmt, gz, fasta_for(fasta_dir, stem, ident)))
     if not entries and not skipped:
         raise ValueError(f"--source {folder}: no files found")
     return entries, skipped

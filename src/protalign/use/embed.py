@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from protalign.corpus.local import EXTENSIONS, _fasta_for, entry_id, split_extension
+from protalign.corpus.local import EXTENSIONS, entry_id, fasta_for, split_extension
 from protalign.corpus.prepare import process_entry, write_proteins
 from protalign.paths import Paths
 from protalign.storage import EmbeddingSet, atomic_path, save_embeddings
@@ -61,7 +61,7 @@ def _task(path: Path, prepare_params: Any) -> tuple[dict[str, str], str, Any]:
         ident = entry_id(stem)
     except ValueError as exc:
         raise UseError(f"{path}: {exc}") from exc
-    fasta = _fasta_for(path.parent, stem, ident) or _fasta_for(path.parent.parent / "fasta", stem, ident)
+    fasta = fasta_for(path.parent, stem, ident) or fasta_for(path.parent.parent / "fasta", stem, ident)
     row = {"id": ident, "structure_file": path.name, "format": fmt, "fasta_file": str(fasta or "")}
     return row, str(path.parent), prepare_params
 
