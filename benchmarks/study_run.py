@@ -114,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run(cmd, cwd=scratch, env=env, check=True)
 
     start = time.time()
+    # the commit whose code runs (HEAD may move while the run goes on)
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout
     load0 = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     try:
         _copy_tree(scratch)
@@ -129,7 +131,6 @@ def main(argv: list[str] | None = None) -> int:
         for name in COPY:
             shutil.copytree(scratch / name, out / name)
         md5 = yaml.safe_load((scratch / "data.dvc").read_text())["outs"][0]["md5"]
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout
         (out / "RUN.md").write_text(
             "# Study-scale run\n\n"
             f"- command: `python benchmarks/study_run.py --data {data} --params {args.params}`\n"
