@@ -129,3 +129,19 @@ def test_f6_is_judged_per_llm(tmp_path):
     assert "not testable here" in _verdict(_f6(tmp_path, two))
     (tmp_path / "reports" / "sweeps" / "gdm_dim.csv").unlink()
     assert "not testable here" in _verdict(findings.finding_gdm_dim(Params(), Paths(tmp_path)))
+
+
+def test_pairs_outside_the_experiments_params_are_not_rows(tmp_path):
+    # a metrics file the experiment inherited from its baseline commit (GAT pair, but structure.gdms=[gearnet_edge])
+    states = json.loads(DUMP.read_text())
+    for state in states:
+        for rng in state.get("experiments") or []:
+            if rng["name"] == "gdm8":
+                metrics = rng["revs"][0]["data"]["metrics"]
+                metrics["metrics/smollm2-135m__gat.json"] = metrics["metrics/smollm2-135m__gearnet_edge.json"]
+    dump = tmp_path / "exp_show.json"
+    dump.write_text(json.dumps(states))
+    exps, skipped = sweeps.collect(sweeps.exp_show_json(Path("."), dump))
+    table = sweeps.experiments_table(exps, skipped)
+    assert set(table.loc[table["experiment"] == "gdm8", "gdm"]) == {"gearnet_edge"}
+    assert any(s.name == "gdm8" and "smollm2-135m__gat" in s.reason for s in skipped)

@@ -184,12 +184,23 @@ def _cell(value: Any) -> Any:
     return json.dumps(value) if isinstance(value, (list, dict)) else value
 
 
+def _built(e: Experiment, llm: str, gdm: str) -> bool:
+    """Whether the experiment's own params make the pair (align.llms × structure.gdms; unknown params: yes)."""
+    llms, gdms = e.params.get("align.llms"), e.params.get("structure.gdms")
+    return (llms is None or llm in llms) and (gdms is None or gdm in gdms)
+
+
 def experiments_table(exps: list[Experiment], skipped: list[Skipped]) -> pd.DataFrame:
     """One row per experiment x pair (metrics/<llm>__<gdm>.json), with every param changed anywhere as a column."""
     changed_keys = sorted({k for e in exps for k in e.changed})
     rows = []
     for e in exps:
         pairs = sorted(m.group("pair") for p in e.metrics if (m := PAIR_METRICS.match(p)))
+        stale = [pair for pair in pairs if not _built(e, *split_pair(pair))]
+        if stale:  # git-tracked metrics the experiment inherited from its baseline commit but did not recompute
+            skipped.append(Skipped(e.name, e.rev, f"{len(stale)} pair metrics not built by this experiment's "
+                                   f"params (left from its baseline commit): {', '.join(stale)}"))  # fmt: skip
+        pairs = [pair for pair in pairs if pair not in stale]
         if not pairs:
             skipped.append(Skipped(e.name, e.rev, "no metrics/<llm>__<gdm>.json in this experiment"))
         for pair in pairs:
