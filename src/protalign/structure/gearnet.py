@@ -12,6 +12,7 @@ h' = BN_l(c). Output: concat of all h' (or the last), readout = sum over residue
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -26,7 +27,8 @@ INPUT_DIM = 21  # TorchDrug residue_symbol one-hot (20 + unknown)
 READOUTS = ("sum", *POOLINGS)
 
 
-class RowSum(NamedTuple):
+@dataclass(eq=False)
+class RowSum:
     """A 0/1 matrix [n_rows, n_cols] kept as sorted column indices + row offsets (CSR without values).
 
     `rowsum @ x` sums x's rows per output row through `embedding_bag(mode="sum")`: exact like a CSR product, but
@@ -38,14 +40,20 @@ class RowSum(NamedTuple):
     index: torch.Tensor
     offsets: torch.Tensor
     n_cols: int
+    _transposed: RowSum | None = field(default=None, repr=False)
 
     @property
     def shape(self) -> tuple[int, int]:
         return self.offsets.numel() - 1, self.n_cols
 
     def transpose(self) -> RowSum:
-        rows = torch.repeat_interleave(torch.arange(self.shape[0], device=self.index.device), self.offsets.diff())
-        return _csr(self.index, rows, self.n_cols, self.shape[0])
+        """Built on the first backward, then kept: every layer's backward reuses the same matrix."""
+        if self._transposed is None:
+            rows = torch.repeat_interleave(
+                torch.arange(self.shape[0], device=self.index.device), self.offsets.diff()
+            )
+            self._transposed = _csr(self.index, rows, self.n_cols, self.shape[0])
+        return self._transposed
 
     def __matmul__(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[0] != self.n_cols:
