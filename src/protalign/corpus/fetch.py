@@ -140,14 +140,8 @@ def _download_rcsb(cache: Path, n: int, seed: int, workers: int) -> tuple[Path, 
 
 
 def build(
-    source: str,
-    data: Path,
-    cache: Path,
-    log: Callable[[str], None] = print,
-    *,
-    n: int = 20000,
-    seed: int = 0,
-    workers: int = 4,
+    source: str, data: Path, cache: Path, log: Callable[[str], None] = print, *,
+    n: int = 20000, seed: int = 0, workers: int = 4,
 ) -> dict:
     """Write a complete corpus into the (new, empty) folder `data`; returns the summary."""
     (data / "structures").mkdir(parents=True)
@@ -190,14 +184,8 @@ def run_dvc_add(root: Path) -> None:
 
 
 def run(
-    source: str,
-    paths: Paths,
-    *,
-    dvc_add: bool = True,
-    log: Callable[[str], None] = print,
-    n: int = 20000,
-    seed: int = 0,
-    workers: int = 4,
+    source: str, paths: Paths, *, dvc_add: bool = True, log: Callable[[str], None] = print,
+    n: int = 20000, seed: int = 0, workers: int = 4,
 ) -> dict:
     """Fetch `source` ('bundled', 'rcsb' or a folder PATH) into `paths.data`, then `dvc add data`.
 

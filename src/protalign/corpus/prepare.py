@@ -98,13 +98,7 @@ def merge_entities(
             (h for h in hdr if set(h.chains) & set(f.chains)), hdr[0] if len(hdr) == 1 else HeaderEntity()
         )
         out.append(
-            (
-                f.name or h.name,
-                f.organism or h.organism,
-                str(f.taxid or h.taxid),
-                ", ".join(f.chains),
-                len(f.sequence),
-            )
+            (f.name or h.name, f.organism or h.organism, str(f.taxid or h.taxid), ", ".join(f.chains), len(f.sequence))
         )
     if not out:
         out = [(h.name, h.organism, h.taxid, ", ".join(h.chains), 0) for h in hdr]
