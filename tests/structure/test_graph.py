@@ -1,4 +1,4 @@
-"""Residue graph edges: hand-checked toy chains, a brute-force reference on real proteins, blocks, big inputs."""
+"""GAT/GVP residue edges (kernel plain mode): hand-checked toy chains, brute force on real proteins, blocks."""
 
 from __future__ import annotations
 
@@ -9,43 +9,47 @@ import pytest
 import torch
 
 from protalign.structure import graph as G
+from protalign.structure import neighbors as N
 
 
-def _edges(g: G.ResidueGraph, rel: int) -> set[tuple[int, int]]:
-    keep = g.relation == rel
-    return set(map(tuple, g.edge_index[:, keep].T.tolist()))
+def _set(ei: torch.Tensor) -> set[tuple[int, int]]:
+    return set(map(tuple, ei.T.tolist()))
 
 
 def _line(n: int, spacing: float = 4.0) -> np.ndarray:
     return np.stack([np.arange(n) * spacing, np.zeros(n), np.zeros(n)], axis=1)
 
 
+def _plain(ca, chain, radius, knn, min_seq_sep):
+    pos, ch = torch.as_tensor(np.asarray(ca, np.float32)), torch.as_tensor(np.asarray(chain))
+    return N.spatial_edges(pos, ch, radius=radius, knn=knn, min_seq_sep=min_seq_sep, mode=N.PLAIN)
+
+
 def test_toy_chain_edges_by_hand():
     # residues on a line, 4 Å apart (exact in float32): distances are 4|i-j|
-    g = G.build_residue_graph(_line(8), np.zeros(8, int), radius=8.5, knn=3, seq_offsets=1, min_seq_sep=2)
-    assert g.num_relations == 5
-    for d, rel in ((-1, 0), (0, 1), (1, 2)):  # edge i -> i+d has relation d + s
-        assert _edges(g, rel) == {(i, i + d) for i in range(8) if 0 <= i + d < 8}
+    rad, nn_ = _plain(_line(8), np.zeros(8, int), radius=8.5, knn=3, min_seq_sep=2)
     # radius 8.5 keeps |i-j| <= 2, min_seq_sep 2 keeps only |i-j| == 2 (both directions)
-    assert _edges(g, 3) == {(i, j) for i in range(8) for j in range(8) if abs(i - j) == 2}
+    assert _set(rad) == {(i, j) for i in range(8) for j in range(8) if abs(i - j) == 2}
     # kNN k=3: nearest 3 of each centre (ties at equal distance -> lower index), then |i-j| >= 2; (src, dst)
-    expected_knn = {(2, 0), (3, 0), (3, 1), (0, 2), (1, 3), (2, 4), (3, 5), (4, 6), (5, 7), (4, 7)}
-    assert _edges(g, 4) == expected_knn
+    assert _set(nn_) == {(2, 0), (3, 0), (3, 1), (0, 2), (1, 3), (2, 4), (3, 5), (4, 6), (5, 7), (4, 7)}
+    ei = G.residue_edges(_line(8), np.zeros(8, int), radius=8.5, knn=3, seq_offsets=1, min_seq_sep=2)
+    seq = {(i, i + d) for i in range(8) for d in (-1, 1) if 0 <= i + d < 8}
+    assert _set(ei) == seq | _set(rad) | _set(nn_)
 
 
 def test_radius_is_strict():
-    g = G.build_residue_graph(_line(5), np.zeros(5, int), radius=8.0, knn=0, seq_offsets=0, min_seq_sep=1)
-    assert _edges(g, 1) == {(i, j) for i in range(5) for j in range(5) if abs(i - j) == 1}
+    rad, _ = _plain(_line(5), np.zeros(5, int), radius=8.0, knn=0, min_seq_sep=1)
+    assert _set(rad) == {(i, j) for i in range(5) for j in range(5) if abs(i - j) == 1}
 
 
 def test_cross_chain_edges():
     # chain A = residues 0..3, chain B = 4..7 on the same line: 3 and 4 are list-adjacent but in different chains
-    chain = np.array(["A"] * 4 + ["B"] * 4)
-    g = G.build_residue_graph(_line(8), G.chain_index(chain), radius=4.5, knn=0, seq_offsets=1, min_seq_sep=3)
-    seq = _edges(g, 0) | _edges(g, 2)
-    assert (3, 4) not in seq and (4, 3) not in seq
-    # radius 4.5 -> only neighbours at 4 Å; within a chain |i-j| = 1 < 3 is filtered, across chains it is kept
-    assert _edges(g, 3) == {(3, 4), (4, 3)}
+    chain = G.chain_index(np.array(["A"] * 4 + ["B"] * 4))
+    ei = G.residue_edges(_line(8), chain, radius=4.5, knn=0, seq_offsets=1, min_seq_sep=3)
+    # radius 4.5 -> only neighbours at 4 Å; within a chain |i-j| = 1 < 3 is filtered (sequential edges remain),
+    # across chains it is kept; no sequential edge crosses the chain boundary
+    seq = {(i, i + d) for i in range(8) for d in (-1, 1) if 0 <= i + d < 8 and chain[i] == chain[i + d]}
+    assert _set(ei) == seq | {(3, 4), (4, 3)}
 
 
 def test_chain_index_first_appearance():
@@ -73,21 +77,18 @@ def _brute_force(ca: np.ndarray, chain: np.ndarray, radius: float, k: int, min_s
 def test_matches_brute_force_on_real_protein(real, pid):
     s = real(pid)
     chain = G.chain_index(s.chain)
-    g = G.build_residue_graph(s.ca, chain, radius=10.0, knn=10, seq_offsets=2, min_seq_sep=5)
-    rad, knn = _brute_force(s.ca, chain, 10.0, 10, 5)
-    assert _edges(g, 5) == rad
-    assert _edges(g, 6) == knn
-    assert len(rad) > len(s.ca) and len(knn) > len(s.ca)  # non-trivial
+    rad, nn_ = _plain(s.ca, chain, radius=10.0, knn=10, min_seq_sep=5)
+    want_rad, want_knn = _brute_force(s.ca, chain, 10.0, 10, 5)
+    assert _set(rad) == want_rad and _set(nn_) == want_knn
+    assert len(want_rad) > len(s.ca) and len(want_knn) > len(s.ca)  # non-trivial
 
 
 def test_blocked_equals_unblocked(real, monkeypatch):
     s = real("11AS")
-    kw = dict(radius=10.0, knn=10, seq_offsets=2, min_seq_sep=5)
-    full = G.build_residue_graph(s.ca, G.chain_index(s.chain), **kw)
-    monkeypatch.setattr(G, "_BLOCK_ELEMENTS", 37 * len(s.ca))  # 37-row blocks, last one ragged
-    blocked = G.build_residue_graph(s.ca, G.chain_index(s.chain), **kw)
-    for rel in range(full.num_relations):
-        assert _edges(full, rel) == _edges(blocked, rel)
+    full = _plain(s.ca, G.chain_index(s.chain), radius=10.0, knn=10, min_seq_sep=5)
+    monkeypatch.setattr(N, "_BLOCK_ELEMENTS", 37 * len(s.ca))  # 37-row blocks, last one ragged
+    blocked = _plain(s.ca, G.chain_index(s.chain), radius=10.0, knn=10, min_seq_sep=5)
+    assert all(torch.equal(a, b) for a, b in zip(full, blocked, strict=True))
 
 
 def test_8000_residue_protein_builds_in_blocks():
@@ -96,11 +97,11 @@ def test_8000_residue_protein_builds_in_blocks():
     steps = rng.normal(size=(n, 3))
     ca = np.cumsum(3.8 * steps / np.linalg.norm(steps, axis=1, keepdims=True), axis=0)
     chain = np.repeat(np.arange(4), n // 4)
-    assert G._block_rows(n) < n  # really blocked: ~1000 x 8000 distances at a time
+    assert N._block(n) < n  # really blocked: ~500 x 8000 distances at a time
     t0 = time.perf_counter()
-    g = G.build_residue_graph(ca, chain, radius=10.0, knn=10, seq_offsets=2, min_seq_sep=5)
+    _, nn_ = _plain(ca, chain, radius=10.0, knn=10, min_seq_sep=5)
     assert time.perf_counter() - t0 < 30
-    indeg = torch.bincount(g.edge_index[1, g.relation == 6], minlength=n)
+    indeg = torch.bincount(nn_[1], minlength=n)
     assert int(indeg.max()) <= 10 and int(indeg.sum()) > n
     # spot-check 20 centres against brute force
     for c in rng.choice(n, 20, replace=False):
@@ -108,28 +109,23 @@ def test_8000_residue_protein_builds_in_blocks():
         d[c] = np.inf
         nn = np.argsort(d, kind="stable")[:10]
         ok = (chain[nn] != chain[c]) | (np.abs(nn - c) >= 5)
-        got = set(g.edge_index[0, (g.relation == 6) & (g.edge_index[1] == c)].tolist())
-        assert got == set(nn[ok].tolist())
+        assert set(nn_[0, nn_[1] == c].tolist()) == set(nn[ok].tolist())
 
 
-def test_simple_graph_dedups_and_drops_self_loops():
-    g = G.build_residue_graph(_line(10), np.zeros(10, int), radius=100.0, knn=9, seq_offsets=2, min_seq_sep=3)
-    ei = G.simple_graph(g)
+def test_residue_edges_simple_sorted_no_self_loops():
+    ei = G.residue_edges(_line(10), np.zeros(10, int), radius=100.0, knn=9, seq_offsets=2, min_seq_sep=3)
     pairs = list(map(tuple, ei.T.tolist()))
-    assert len(pairs) == len(set(pairs))
-    assert all(a != b for a, b in pairs)
-    assert set(pairs) == {(a, b) for a, b in map(tuple, g.edge_index.T.tolist()) if a != b}
+    assert len(pairs) == len(set(pairs)) and all(a != b for a, b in pairs)
+    assert pairs == sorted(pairs, key=lambda p: (p[1], p[0]))
+    assert set(pairs) == {(a, b) for a in range(10) for b in range(10) if a != b}  # radius 100 Å: complete
 
 
 def test_bad_input_is_an_error():
+    kw = dict(radius=5, knn=2, seq_offsets=1, min_seq_sep=1)
     with pytest.raises(ValueError, match="non-finite"):
-        G.build_residue_graph(
-            np.full((3, 3), np.nan), np.zeros(3, int), radius=5, knn=2, seq_offsets=1, min_seq_sep=1
-        )
+        G.residue_edges(np.full((3, 3), np.nan), np.zeros(3, int), **kw)
     with pytest.raises(ValueError, match="R×3"):
-        G.build_residue_graph(
-            np.zeros((3, 2)), np.zeros(3, int), radius=5, knn=2, seq_offsets=1, min_seq_sep=1
-        )
+        G.residue_edges(np.zeros((3, 2)), np.zeros(3, int), **kw)
 
 
 def test_dihedrals_match_gemmi(shared_data, real, make_structure):

@@ -121,16 +121,6 @@ def test_train_with_ec_task_uses_train_labels(repo):
     assert payload["head_state_dict"]["ec.2.weight"].shape == (2, 8)
 
 
-def test_device_param():
-    assert registry.resolve_device("cpu").type == "cpu"
-    assert registry.resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
-    with pytest.raises(ValueError, match="cpu \\| cuda \\| auto"):
-        registry.resolve_device("tpu")
-    if not torch.cuda.is_available():
-        with pytest.raises(RuntimeError, match="no CUDA device"):
-            registry.resolve_device("cuda")
-
-
 def test_unknown_task_rejected(repo):
     with pytest.raises(ValueError, match="subset of"):
         train_stage.run(_params(tasks_=("contrastive",)), repo, "gvp")

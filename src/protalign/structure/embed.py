@@ -26,9 +26,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from protalign.storage import EmbeddingSet, save_embeddings
-from protalign.structure.registry import POOLINGS, Sample, StructureEncoder, resolve_device, to_device
-from protalign.structure.train import _open_store, file_sha256, load_checkpoint, set_threads
+from protalign.devices import resolve_device
+from protalign.storage import EmbeddingSet, file_sha256, save_embeddings
+from protalign.structure.registry import POOLINGS, Sample, StructureEncoder, to_device
+from protalign.structure.train import _open_store, load_checkpoint, set_threads
 
 log = logging.getLogger(__name__)
 MAX_BATCH_RESIDUES = 20_000  # residues per forward pass (bounds memory with large complexes)
@@ -188,7 +189,7 @@ def run(params, paths, gdm: str) -> dict[str, Any]:
                 continue
             yield sample
 
-    device = resolve_device(params.structure.device)
+    device = resolve_device(params.structure.device, "structure.device")
     workers = max(1, int(params.structure.threads)) if device.type == "cpu" else 1
     if workers > 1:
         torch.set_num_threads(1)  # the main process only featurizes; 2 threads here would fight the workers

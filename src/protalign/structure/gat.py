@@ -1,7 +1,7 @@
 """GAT (Veličković et al. 2018) on residue graphs: the simplest GDM of the registry.
 
 Design (reference spec §4.2, a design choice rather than an official model):
-- nodes = residues with a Cα; edges = sequential + radius + kNN (graph.py), coalesced to a simple directed graph
+- nodes = residues with a Cα; edges = sequential + radius + kNN (graph.py), as one simple directed graph
   (parallel radius/kNN edges would get double attention mass); GATConv adds one self-loop per node itself;
 - node input = 21-d one-hot residue type (index 20 = unknown) ‖ 6 backbone dihedral features
   [sin φ, sin ψ, sin ω, cos φ, cos ψ, cos ω] (zeros where undefined), the latter unless `dihedrals` is False.
@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch_geometric.nn import GATConv
 
-from protalign.structure.graph import dihedral_features, simple_graph, structure_graph
+from protalign.structure.graph import dihedral_features, structure_edges
 from protalign.structure.registry import Batch, Sample, StructureEncoder
 
 N_TYPES = 21  # 20 amino acids + unknown
@@ -79,14 +79,13 @@ class GATEncoder(StructureEncoder):
             raise ValueError(f"residue type out of range 0..{N_TYPES - 1}")
         if len(structure.ca) != n:
             raise ValueError(f"{len(structure.ca)} Cα coordinates for {n} residues")
-        graph = structure_graph(structure, self.config["graph"])
         geo = dihedral_features(structure) if self.n_geo else np.zeros((n, 0), dtype=np.float32)
         return {
             "id": structure.id,
             "num_nodes": n,
             "aa": torch.from_numpy(aa),
             "geo": torch.from_numpy(geo),
-            "edge_index": simple_graph(graph),
+            "edge_index": structure_edges(structure, self.config["graph"]),
         }
 
     def node_input(self, batch: Batch, type_mask: torch.Tensor | None = None) -> torch.Tensor:

@@ -1,10 +1,9 @@
 """GearNet-Edge inputs exactly as TorchDrug builds them (reference spec §1.1–§1.3, §1.5).
 
-Why not `graph.py`: its radius/kNN filter skips |Δindex| < min_seq_sep only within a chain and caps the radius
-search with the newer "first N non-self" rule; TorchDrug filters on the residue-index difference regardless of chain
-and (CUDA torch_cluster <= 1.6.3, which trained the released checkpoints) caps at 33 hits *including self*. kNN keeps
-the k+1 nearest including self (ties → lower index, squared distances >= 5e4 never picked) and then drops self.
-Loading official weights needs these exact semantics, so GearNet builds its own graph here (pure torch, row blocks).
+Edges come from neighbors.py in its "torchdrug" mode (the |Δindex| filter ignores chains; the radius search caps
+at the first 33 hits *including self*, as CUDA torch_cluster <= 1.6.3, which trained the released checkpoints;
+kNN keeps the k+1 nearest including self, ties → lower index, squared distances >= 5e4 never picked, then drops
+self). Loading official weights needs these exact semantics; GAT/GVP use the kernel's "plain" mode.
 
 Relations: sequential i → i+d for d = -2..2 (same chain, adjacent in the residue list) → d + 2; radius → 5; kNN → 6.
 Edge feature (59-d): one-hot type(src) 20 ‖ one-hot type(dst) 20 ‖ one-hot relation 7 ‖ one-hot min(|Δidx|, 10) 11
@@ -19,14 +18,13 @@ import numpy as np
 import torch
 
 from protalign.corpus.store import AA_ORDER, UNKNOWN_AA
+from protalign.structure.neighbors import TORCHDRUG, check_inputs, sequential_edges, spatial_edges
 
 # TorchDrug residue vocabulary order (data/protein.py residue2id); the node one-hot has a 21st "unknown" slot
 TD_RESIDUES = "GASPVTCILNDQKEMHFRYW"
 TD_UNKNOWN_SYMBOL = 20  # node one-hot index of an unknown residue
 TD_UNKNOWN_TYPE = 0  # residue_type of an unknown residue ("treat as glycine")
-KNN_SENTINEL_D2 = 5e4  # torch_cluster <= 1.6.x CUDA kNN never picks squared distances >= this
 SEQ_DIST_CLASSES = 11  # one-hot of min(|Δidx|, 10)
-_BLOCK_ELEMENTS = 4_000_000
 
 # store aa index (ACDEFGHIKLMNPQRSTVWY, 20 = unknown) -> TorchDrug node symbol / residue type
 _STORE_TO_TD = np.array([TD_RESIDUES.index(c) for c in AA_ORDER] + [TD_UNKNOWN_SYMBOL], dtype=np.int64)
@@ -46,65 +44,6 @@ def num_edge_features(num_relation: int) -> int:
     return 2 * len(TD_RESIDUES) + num_relation + SEQ_DIST_CLASSES + 1
 
 
-def _block(n: int) -> int:
-    return max(1, min(n, _BLOCK_ELEMENTS // max(n, 1)))
-
-
-def _spatial(
-    pos: torch.Tensor, radius: float, knn: int, max_neighbors: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Radius then kNN edges of one graph as (src = neighbour, dst = centre) index pairs, before filtering."""
-    n = pos.shape[0]
-    r2 = radius * radius
-    idx = torch.arange(n)
-    rad, nn_ = [], []
-    step = _block(n)
-    k1 = min(knn + 1, n)  # k+1 nearest including self
-    for start in range(0, n, step):
-        stop = min(n, start + step)
-        d2 = torch.cdist(pos[start:stop], pos, compute_mode="donot_use_mm_for_euclid_dist").pow_(2)
-        rows = torch.arange(stop - start)
-        centre = idx[start:stop]
-        if radius > 0:
-            hit = d2 < r2  # self included (d = 0), as the CUDA kernel scans it
-            crowded = (_row_count(hit) > max_neighbors + 1).nonzero(as_tuple=True)[0]
-            if crowded.numel():  # cap at the first max_neighbors + 1 hits (by index) only where it binds
-                sub = hit[crowded]
-                hit[crowded] = sub & (sub.cumsum(1) <= max_neighbors + 1)
-            hit[rows, centre] = False
-            r, c = hit.nonzero(as_tuple=True)
-            rad.append(torch.stack([c, centre[r]]))
-        if knn > 0:
-            order = _nearest(d2, k1)
-            chosen_d2 = torch.gather(d2, 1, order)
-            ok = (chosen_d2 < KNN_SENTINEL_D2) & (order != centre[:, None])
-            r, j = ok.nonzero(as_tuple=True)
-            nn_.append(torch.stack([order[r, j], centre[r]]))
-    empty = torch.empty(2, 0, dtype=torch.long)
-    return (torch.cat(rad, 1) if rad else empty), (torch.cat(nn_, 1) if nn_ else empty)
-
-
-def _row_count(mask: torch.Tensor) -> torch.Tensor:
-    """True entries per row (bytes summed as int32: twice as fast as bool.sum on CPU)."""
-    return mask.view(torch.uint8).sum(1, dtype=torch.int32)
-
-
-def _nearest(d2: torch.Tensor, k: int) -> torch.Tensor:
-    """Per row, the indices of the k smallest d², ordered by (d², index): a full stable sort's first k columns.
-
-    `topk` selects in O(n) per row but breaks ties arbitrarily; rows where a tie straddles the k-th value fall back
-    to the stable sort (rare: equal distances), so the chosen set and its order equal the stable sort's exactly.
-    """
-    vals, idx = torch.topk(d2, k, dim=1, largest=False, sorted=False)
-    kth = vals.max(1, keepdim=True).values
-    ambiguous = (_row_count(d2 == kth) != _row_count(vals == kth)).nonzero(as_tuple=True)[0]
-    idx = idx.sort(1).values  # index order, then a stable sort on d² → ties keep the lower index
-    idx = idx.gather(1, torch.sort(d2.gather(1, idx), dim=1, stable=True).indices)
-    if ambiguous.numel():
-        idx[ambiguous] = torch.sort(d2[ambiguous], dim=1, stable=True).indices[:, :k]
-    return idx
-
-
 def build_edges(
     pos: torch.Tensor,
     chain: torch.Tensor,
@@ -121,28 +60,21 @@ def build_edges(
     residues without Cα). Edge order: sequential by offset, then radius, then kNN (TorchDrug's order is arbitrary
     within a graph; only floating-point summation order depends on it).
     """
-    pos = torch.as_tensor(pos, dtype=torch.float32)
-    n = pos.shape[0]
-    if pos.ndim != 2 or pos.shape[1] != 3:
-        raise ValueError(f"Cα coordinates must be R×3, got {tuple(pos.shape)}")
-    if not torch.isfinite(pos).all():
-        raise ValueError("non-finite Cα coordinates")
-    chain = torch.as_tensor(chain, dtype=torch.long)
-    if chain.shape != (n,):
-        raise ValueError(f"{chain.shape[0]} chain labels for {n} residues")
-    parts, rels = [], []
-    for d in range(-seq_offsets, seq_offsets + 1):
-        lo = max(0, -d)
-        src = torch.arange(lo, max(lo, min(n, n - d)))
-        src = src[chain[src] == chain[src + d]]
-        parts.append(torch.stack([src, src + d]))
-        rels.append(torch.full((src.numel(),), d + seq_offsets, dtype=torch.long))
-    rad, nn_ = _spatial(pos, float(radius), int(knn), int(max_radius_neighbors))
+    pos, chain = check_inputs(pos, chain)
+    seq, offset = sequential_edges(chain, seq_offsets)  # relation d + seq_offsets
+    parts, rels = [seq], [offset]
+    rad, nn_ = spatial_edges(
+        pos,
+        chain,
+        radius=float(radius),
+        knn=int(knn),
+        min_seq_sep=min_distance,
+        mode=TORCHDRUG,
+        max_radius_neighbors=int(max_radius_neighbors),
+    )
     for rel, ei in ((2 * seq_offsets + 1, rad), (2 * seq_offsets + 2, nn_)):
-        s, t = ei
-        keep = ((s - t).abs() >= min_distance) & ((pos[s] - pos[t]).norm(dim=1) > 1e-10)
-        parts.append(ei[:, keep])
-        rels.append(torch.full((int(keep.sum()),), rel, dtype=torch.long))
+        parts.append(ei)
+        rels.append(torch.full((ei.shape[1],), rel, dtype=torch.long))
     return torch.cat(parts, 1), torch.cat(rels)
 
 

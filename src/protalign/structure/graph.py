@@ -1,36 +1,19 @@
-"""Residue graphs from Cα coordinates: sequential, radius and kNN edges with relation types.
+"""Residue graphs for GAT (simple directed graph) and the geometry helpers shared by the GDMs.
 
-Pure torch (no torch-cluster / pyg-lib): distances are computed exactly in row blocks so an 8,000-residue complex
-needs only a block × R matrix at a time. Reused by every GDM in the registry (GAT coalesces the relations away,
-GearNet keeps them).
-
-Edge direction follows torch_cluster / GearNet: `edge_index = [src, dst]` with src = the neighbour and dst = the
-residue whose neighbourhood was searched; messages flow src → dst.
-
-Relations (s = seq_offsets): the sequential edge i → i+d (|d| <= s, d = 0 are self-loops as in GearNet) has relation
-d + s, radius edges 2s+1, kNN edges 2s+2 (GearNet's config order: 0..4, 5, 6 for s = 2).
-Differences from GearNet (documented design choices): the |i - j| >= min_seq_sep filter applies only to residues of
-the SAME chain (cross-chain contacts are always kept), and the radius search has no neighbour cap unless asked.
+Edges come from neighbors.py (the one radius/kNN kernel), "plain" mode: radius d < r, the k nearest other
+residues (ties → lower index), no neighbour cap, and |i − j| >= min_seq_sep only within a chain (cross-chain
+contacts are always kept). GearNet builds its TorchDrug-exact graph from the same kernel (gearnet_graph.py).
+Edge direction follows torch_cluster: `edge_index = [src, dst]`, src = the neighbour, messages flow src → dst.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
-_BLOCK_ELEMENTS = 8_000_000  # distance-matrix entries per block (~32 MB float32)
-
-
-@dataclass(frozen=True)
-class ResidueGraph:
-    """Directed multigraph over residues; `relation[e]` says which rule made edge e."""
-
-    edge_index: torch.Tensor  # long [2, E], rows = (src, dst)
-    relation: torch.Tensor  # long [E]
-    num_nodes: int
-    num_relations: int
+from protalign.structure.neighbors import PLAIN, check_inputs, sequential_edges, spatial_edges
 
 
 def chain_index(chain: np.ndarray | list[str]) -> np.ndarray:
@@ -40,96 +23,7 @@ def chain_index(chain: np.ndarray | list[str]) -> np.ndarray:
     return rank[inverse].astype(np.int64)
 
 
-def sequential_edges(chain: torch.Tensor, seq_offsets: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Edges i → i+d for |d| <= seq_offsets between residues adjacent in the list AND in the same chain."""
-    n = chain.numel()
-    srcs, dsts, rels = [], [], []
-    for d in range(-seq_offsets, seq_offsets + 1):
-        src = torch.arange(max(0, -d), min(n, n - d))
-        dst = src + d
-        keep = chain[src] == chain[dst]
-        srcs.append(src[keep])
-        dsts.append(dst[keep])
-        rels.append(torch.full((int(keep.sum()),), d + seq_offsets, dtype=torch.long))
-    return torch.stack([torch.cat(srcs), torch.cat(dsts)]), torch.cat(rels)
-
-
-def _block_rows(n: int) -> int:
-    return max(1, min(n, _BLOCK_ELEMENTS // max(n, 1)))
-
-
-def _knn_rows(d2: torch.Tensor, k: int) -> torch.Tensor:
-    """Indices [rows, k] of the k smallest entries per row; equal distances at the k-th place -> lower index.
-
-    topk(k+1) tells whether the k-th and (k+1)-th values tie; only such (rare) rows pay for a stable full sort.
-    """
-    n = d2.shape[1]
-    if k >= n:
-        return torch.sort(d2, dim=1, stable=True).indices[:, :k]
-    vals, idx = torch.topk(d2, k + 1, dim=1, largest=False, sorted=True)
-    idx = idx[:, :k].clone()
-    tied = vals[:, k] == vals[:, k - 1]
-    if tied.any():
-        idx[tied] = torch.sort(d2[tied], dim=1, stable=True).indices[:, :k]
-    return idx
-
-
-def spatial_edges(
-    pos: torch.Tensor,
-    chain: torch.Tensor,
-    *,
-    radius: float,
-    knn: int,
-    min_seq_sep: int,
-    max_radius_neighbors: int | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Radius (d < radius, strict) and kNN (k nearest others, ties → lower index) edges, filtered afterwards.
-
-    Returns (radius_src, radius_dst, knn_src, knn_dst). Filters applied after the search, as in GearNet:
-    same-chain pairs need |i - j| >= min_seq_sep; zero-length edges (duplicate coordinates) are dropped.
-    """
-    pos = pos.to(torch.float32)
-    n = pos.shape[0]
-    idx = torch.arange(n)
-    r2 = float(radius) ** 2
-    k = min(int(knn), n - 1)
-    out: dict[str, list[torch.Tensor]] = {"rs": [], "rd": [], "ks": [], "kd": []}
-    step = _block_rows(n)
-    for start in range(0, n, step):
-        stop = min(n, start + step)
-        centre = idx[start:stop]
-        d2 = torch.cdist(pos[start:stop], pos, compute_mode="donot_use_mm_for_euclid_dist").pow_(2)
-        d2[torch.arange(stop - start), centre] = float("inf")
-        if radius > 0:
-            mask = d2 < r2
-            if max_radius_neighbors is not None:  # first N in index order (torch_cluster >= d16c692 rule)
-                mask &= mask.cumsum(1) <= max_radius_neighbors
-            row, col = mask.nonzero(as_tuple=True)
-            out["rs"].append(col)
-            out["rd"].append(centre[row])
-        if k > 0:
-            nbr = _knn_rows(d2, k)
-            out["ks"].append(nbr.flatten())
-            out["kd"].append(centre.repeat_interleave(k))
-
-    def _filter(
-        src_list: list[torch.Tensor], dst_list: list[torch.Tensor]
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        if not src_list:
-            empty = torch.empty(0, dtype=torch.long)
-            return empty, empty
-        src, dst = torch.cat(src_list), torch.cat(dst_list)
-        same = chain[src] == chain[dst]
-        keep = ~same | ((src - dst).abs() >= min_seq_sep)
-        keep &= (pos[src] - pos[dst]).pow(2).sum(1) > 1e-20
-        return src[keep], dst[keep]
-
-    rs, rd = _filter(out["rs"], out["rd"])
-    ks, kd = _filter(out["ks"], out["kd"])
-    return rs, rd, ks, kd
-
-
-def build_residue_graph(
+def residue_edges(
     ca: np.ndarray | torch.Tensor,
     chain: np.ndarray | torch.Tensor,
     *,
@@ -137,65 +31,31 @@ def build_residue_graph(
     knn: int,
     seq_offsets: int,
     min_seq_sep: int,
-    max_radius_neighbors: int | None = None,
-) -> ResidueGraph:
-    """All three edge families with relation ids (sequential 0..2s, radius 2s+1, kNN 2s+2)."""
-    pos = torch.as_tensor(np.asarray(ca, dtype=np.float32))
-    if pos.ndim != 2 or pos.shape[1] != 3:
-        raise ValueError(f"Cα coordinates must be R×3, got {tuple(pos.shape)}")
-    if not torch.isfinite(pos).all():
-        raise ValueError("non-finite Cα coordinates")
-    chain_t = torch.as_tensor(np.asarray(chain), dtype=torch.long)
-    if chain_t.shape[0] != pos.shape[0]:
-        raise ValueError(f"{chain_t.shape[0]} chain labels for {pos.shape[0]} residues")
-    seq_ei, seq_rel = sequential_edges(chain_t, seq_offsets)
-    rs, rd, ks, kd = spatial_edges(
-        pos,
-        chain_t,
-        radius=radius,
-        knn=knn,
-        min_seq_sep=min_seq_sep,
-        max_radius_neighbors=max_radius_neighbors,
-    )
-    n_rel = 2 * seq_offsets + 3
-    edge_index = torch.cat([seq_ei, torch.stack([rs, rd]), torch.stack([ks, kd])], dim=1)
-    relation = torch.cat(
-        [
-            seq_rel,
-            torch.full((rs.numel(),), n_rel - 2, dtype=torch.long),
-            torch.full((ks.numel(),), n_rel - 1, dtype=torch.long),
-        ]
-    )
-    return ResidueGraph(edge_index=edge_index, relation=relation, num_nodes=pos.shape[0], num_relations=n_rel)
+) -> torch.Tensor:
+    """Sequential (1 <= |d| <= seq_offsets, same chain) ∪ radius ∪ kNN edges as a simple directed graph [2, E].
 
-
-def simple_graph(graph: ResidueGraph, *, self_loops: bool = False) -> torch.Tensor:
-    """Unique directed edges (relations dropped), sorted by (dst, src); self-loops removed unless asked.
-
-    Parallel edges (radius + kNN between the same pair) would otherwise get double attention mass in GAT.
+    Each (src, dst) pair once, no self-loops, sorted by (dst, src): parallel radius + kNN edges would otherwise
+    get double attention mass in GAT (GATConv adds its own self-loop per node).
     """
-    src, dst = graph.edge_index
-    if not self_loops:
-        keep = src != dst
-        src, dst = src[keep], dst[keep]
-    key = torch.unique(dst * graph.num_nodes + src)  # sorted, deduplicated
-    return torch.stack([key % graph.num_nodes, key // graph.num_nodes])
+    pos, chain_t = check_inputs(np.asarray(ca, dtype=np.float32), np.asarray(chain))
+    seq, _ = sequential_edges(chain_t, seq_offsets)
+    rad, nn_ = spatial_edges(pos, chain_t, radius=radius, knn=knn, min_seq_sep=min_seq_sep, mode=PLAIN)
+    src, dst = torch.cat([seq, rad, nn_], 1)
+    keep = src != dst
+    n = pos.shape[0]
+    key = torch.unique(dst[keep] * n + src[keep])  # sorted, deduplicated
+    return torch.stack([key % n, key // n])
 
 
-def structure_graph(structure, graph_params, **kwargs) -> ResidueGraph:
-    """Graph of a ProteinStructure (uses `ca` and `chain`) with params.structure.graph-like settings."""
-    return build_residue_graph(
+def structure_edges(structure: Any, graph: dict[str, Any]) -> torch.Tensor:
+    """`residue_edges` of a ProteinStructure (`ca`, `chain`) with a {radius, knn, seq_offsets, min_seq_sep} dict."""
+    return residue_edges(
         structure.ca,
         chain_index(structure.chain),
-        radius=graph_params["radius"] if isinstance(graph_params, dict) else graph_params.radius,
-        knn=graph_params["knn"] if isinstance(graph_params, dict) else graph_params.knn,
-        seq_offsets=graph_params["seq_offsets"]
-        if isinstance(graph_params, dict)
-        else graph_params.seq_offsets,
-        min_seq_sep=graph_params["min_seq_sep"]
-        if isinstance(graph_params, dict)
-        else graph_params.min_seq_sep,
-        **kwargs,
+        radius=graph["radius"],
+        knn=graph["knn"],
+        seq_offsets=graph["seq_offsets"],
+        min_seq_sep=graph["min_seq_sep"],
     )
 
 

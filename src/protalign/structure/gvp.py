@@ -3,7 +3,7 @@
 Why written here: the PyPI `geometric-vector-perceptron` breaks with current PyG and `gvp-pytorch` is not on PyPI.
 Inputs per residue: backbone N, CA, C, O (O is unused, as in the reference). Node scalars: [cos, sin] of φ, ψ, ω
 (0 across chain breaks / missing atoms) ‖ 1 flag "backbone complete" ‖ residue-type embedding; node vectors:
-forward Cα, backward Cα, imputed side-chain direction. Edges: kNN 30 on Cα (graph.spatial_edges, src = neighbour);
+forward Cα, backward Cα, imputed side-chain direction. Edges: kNN 30 on Cα (neighbors.spatial_edges, src = neighbour);
 edge scalars RBF(16, 0..20 Å) ‖ sinusoidal encoding of (src − dst) (16); edge vector unit(Cα_src − Cα_dst).
 Layers: W_v/W_e (LayerNorm → GVP), `layers` × GVPConvLayer (3-GVP messages, mean aggregation, 2-GVP feed-forward,
 residual + post-norm), W_out = LayerNorm → GVP to scalars only (ReLU). The output is built only from scalars and
@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from protalign.structure.graph import backbone_atoms, chain_index, dihedral_features, spatial_edges
+from protalign.structure.graph import backbone_atoms, chain_index, dihedral_features
+from protalign.structure.neighbors import PLAIN, spatial_edges
 from protalign.structure.registry import Batch, Sample, StructureEncoder
 
 N_TYPES = 22  # 20 amino acids, 20 = unknown, 21 = mask token (masked residue-type training)
@@ -276,7 +277,7 @@ class GVPEncoder(StructureEncoder):
             raise ValueError(f"backbone N/C missing for {incomplete:.0%} of residues (GVP needs N, CA, C)")
         pos = torch.from_numpy(ca)
         chain = torch.from_numpy(chain_index(structure.chain))
-        _, _, src, dst = spatial_edges(pos, chain, radius=0.0, knn=self.knn, min_seq_sep=0)
+        _, (src, dst) = spatial_edges(pos, chain, radius=0.0, knn=self.knn, min_seq_sep=0, mode=PLAIN)
         vec = pos[src] - pos[dst]
         dist = vec.norm(dim=-1)
         edge_s = torch.cat([rbf(dist), positional(src - dst)], dim=-1)

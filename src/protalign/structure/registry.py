@@ -139,17 +139,6 @@ def to_device(batch: Batch, device: torch.device | str) -> Batch:
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
-def resolve_device(name: str) -> torch.device:
-    """`structure.device`: cpu | cuda | auto (cuda when available); cuda without a GPU is an error, not a fallback."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("structure.device is 'cuda' but no CUDA device is available (use 'auto' or 'cpu')")
-    if name not in ("cpu", "cuda"):
-        raise ValueError(f"structure.device must be cpu | cuda | auto, got {name!r}")
-    return torch.device(name)
-
-
 def available() -> list[str]:
     return sorted(_ENCODERS)
 

@@ -12,7 +12,6 @@ generators for order, crops, masks and sampled pairs; validation draws the same 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from protalign.devices import resolve_device
 from protalign.storage import atomic_path, read_json
 from protalign.structure import registry, tasks
 from protalign.structure.registry import Sample, StructureEncoder
@@ -234,14 +234,6 @@ def load_checkpoint(path) -> tuple[StructureEncoder, dict[str, Any]]:
     return encoder.eval(), payload
 
 
-def file_sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def set_threads(params) -> None:
     """Torch CPU threads for structure stages (embed_structure instead runs `threads` single-thread workers).
 
@@ -292,7 +284,7 @@ def run(params, paths, gdm: str) -> dict[str, Any]:
     weights = str(params.structure.weights)
     tasks.check_tasks(cfg.tasks)
     set_threads(params)
-    device = registry.resolve_device(params.structure.device)
+    device = resolve_device(params.structure.device, "structure.device")
     torch.manual_seed(cfg.seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
     mlflow_params = {"gdm": gdm, **_flat("structure", params.structure)}

@@ -32,7 +32,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from protalign.storage import atomic_path
+from protalign.devices import resolve_device
+from protalign.storage import atomic_path, file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,6 @@ KINDS = ("gguf_package", "gguf_parts", "zip_package", "hub", "local")
 PACKAGE_KINDS = ("gguf_package", "gguf_parts", "zip_package")
 POOLINGS = ("last_token", "mean")
 DTYPES = ("float32", "bfloat16", "auto")
-DEVICES = ("cpu", "cuda", "auto")
 
 
 @dataclass(frozen=True)
@@ -156,7 +156,7 @@ def fingerprint(spec: LLMSpec) -> dict[str, Any]:
         fp["package_version"] = importlib.metadata.version(spec.source)
     elif spec.kind == "local":
         config = Path(spec.source) / "config.json"
-        fp["config_sha"] = hashlib.sha256(config.read_bytes()).hexdigest() if config.exists() else None
+        fp["config_sha"] = file_sha256(config) if config.exists() else None
     return fp
 
 
@@ -226,19 +226,6 @@ def _extract_zip(spec: LLMSpec, target: Path) -> None:
         (tmp / "fingerprint.json").write_text(json.dumps(fingerprint(spec), indent=2, sort_keys=True) + "\n")
 
 
-def resolve_device(device: str) -> str:
-    """`auto` -> cuda where present, else cpu; asking for cuda without one is an error, not a silent cpu run."""
-    import torch
-
-    if device not in DEVICES:
-        raise ValueError(f"embed_text.device: unknown {device!r}; choose one of {DEVICES}")
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("embed_text.device is 'cuda' but torch sees no CUDA device (use cpu or auto)")
-    return device
-
-
 def resolve_dtype(dtype: str, device: str) -> Any:
     """`auto` -> bfloat16 on GPU, float32 on CPU (bf16 on CPU is an explicit choice; see the benchmark)."""
     import torch
@@ -286,7 +273,7 @@ def load_llm(
 ) -> LoadedLLM:
     """Load a registered LLM in eval mode; `cache` (usually `paths.cache`) holds assembled/converted models."""
     spec = name if isinstance(name, LLMSpec) else get_spec(name)
-    device = resolve_device(device)
+    device = resolve_device(device, "embed_text.device").type
     torch_dtype = resolve_dtype(dtype, device)
     if quantize_4bit and spec.kind != "hub":
         raise ValueError(f"embed_text.quantize_4bit applies to hub models only, not {spec.name!r}")

@@ -18,10 +18,11 @@ import numpy as np
 
 from protalign.corpus.local import EXTENSIONS, entry_id, fasta_for, split_extension
 from protalign.corpus.prepare import process_entry, write_proteins
+from protalign.devices import resolve_device
 from protalign.paths import Paths
 from protalign.storage import EmbeddingSet, atomic_path, save_embeddings
 from protalign.structure.embed import embed_samples
-from protalign.structure.registry import StructureEncoder, resolve_device
+from protalign.structure.registry import StructureEncoder
 from protalign.structure.train import set_threads
 from protalign.use.models import Heads, load_pair_heads, structure_encoder
 from protalign.use.pairs import Pair, UseError, resolve_pair
@@ -99,7 +100,7 @@ def encode_structures(
     set_threads(params)
     p = params.structure
     vectors, skipped = embed_samples(
-        encoder, samples, p.train.batch_size, resolve_device(p.device), p.max_embed_gb
+        encoder, samples, p.train.batch_size, resolve_device(p.device, "structure.device"), p.max_embed_gb
     )
     ids = [s.id for s in structures if s.id in vectors]
     array = np.stack([vectors[i] for i in ids]) if ids else np.zeros((0, encoder.dim), np.float32)

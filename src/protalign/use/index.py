@@ -25,12 +25,13 @@ from protalign.storage import (
     IDS_FILE,
     META_FILE,
     EmbeddingSet,
+    file_sha256,
     load_embeddings,
     save_embeddings,
 )
 from protalign.use.embed import ALIGNED, PROTEINS
 from protalign.use.models import Heads
-from protalign.use.pairs import Pair, UseError, file_sha256
+from protalign.use.pairs import Pair, UseError
 
 log = logging.getLogger(__name__)
 INDEX_FORMAT = 1

@@ -6,7 +6,6 @@ heads exist; any other pair with trained heads can be named. Every command print
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from dataclasses import dataclass, field
@@ -14,18 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from protalign.paths import Paths, split_pair
+from protalign.storage import file_sha256
 
 
 class UseError(ValueError):
     """Bad input to embed/search/describe (unknown pair, pipeline not run, bad structure, empty query)."""
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def trained_pairs(paths: Paths) -> list[str]:
