@@ -13,7 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from protalign.align.heads import HeadConfig, StructureHead, structure_widths
-from protalign.analysis import clusters, correlations, cv, findings, folds, properties
+from protalign.analysis import correlations, cv, findings, properties
+from protalign.corpus import clusters, folds
 from protalign.params import (
     AlignParams,
     AnalysisParams,

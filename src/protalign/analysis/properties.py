@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from protalign.analysis import plots, stats
-from protalign.analysis.clusters import cluster_column
+from protalign.corpus.clusters import cluster_column
 from protalign.analysis.report import pairs
 from protalign.params import Params
 from protalign.paths import Paths, pair_id

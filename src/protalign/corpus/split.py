@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
+from protalign.corpus.clusters import cluster_column
 from protalign.storage import write_json
 
 PARTS = ("train", "val", "test")
@@ -127,8 +128,6 @@ def kfold(ids: list[str], k: int, seed: int, clusters: Mapping[str, str] | None 
 
 def load_clusters(paths: Any, identity: float) -> dict[str, str]:
     """id -> cluster representative at `identity` from prepared/clusters.parquet (the `cluster` stage)."""
-    from protalign.analysis.clusters import cluster_column
-
     if not paths.clusters.exists():
         raise FileNotFoundError(f"no {paths.clusters} (run the cluster stage first)")
     col = cluster_column(identity)
