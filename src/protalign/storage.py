@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from protalign.errors import MissingArtifactError
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
@@ -105,7 +107,7 @@ def save_embeddings(directory: str | Path, emb: EmbeddingSet, dtype: str = "floa
 def load_embeddings(directory: str | Path) -> EmbeddingSet:
     directory = Path(directory)
     if not (directory / EMBEDDING_FILE).exists():
-        raise FileNotFoundError(f"no embeddings in {directory} (has its embed stage run?)")
+        raise MissingArtifactError(f"no embeddings in {directory} (has its embed stage run?)")
     vectors = np.load(directory / EMBEDDING_FILE, allow_pickle=False).astype(np.float32)
     ids = (directory / IDS_FILE).read_text().split()
     meta = json.loads((directory / META_FILE).read_text())

@@ -38,6 +38,7 @@ def _world(root, n=90):
         pa.table({
             "id": ids, "length": rng.integers(30, 400, n).tolist(), "n_chains": rng.integers(1, 4, n).tolist(),
             "molecule_names": [[m] for m in names], "sequence": ["ACDE" * 10] * n,
+            "coord_hash": [f"h{i}" for i in ids],
         }),
         paths.proteins,
     )  # fmt: skip

@@ -27,6 +27,7 @@ from protalign.align.heads import MAX_STRUCTURE_LAYERS, build_heads
 from protalign.align.metrics import alignment_score, cosine_matrix
 from protalign.align.train import fit_heads, head_config
 from protalign.analysis import stats
+from protalign.errors import InputError, MissingArtifactError
 from protalign.params import Params
 from protalign.paths import Paths, pair_id
 from protalign.storage import load_embeddings, read_json, write_json, write_text
@@ -36,7 +37,7 @@ def per_protein_scores(sim: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(matched cosine, per-protein alignment contribution) from S[i, j] = cos(structure_i, text_j)."""
     n = sim.shape[0]
     if n < 2:
-        raise ValueError("need >= 2 proteins in a test fold")
+        raise InputError("need >= 2 proteins in a test fold")
     diag = np.diagonal(sim).copy()
     off = (np.abs(sim).sum(axis=1) - np.abs(diag)) / (n - 1)
     return diag, diag - off
@@ -95,7 +96,7 @@ def _map(fn, jobs: list, workers: int) -> list:
 
 def load_folds(paths: Paths) -> dict[str, Any]:
     if not paths.folds.exists():
-        raise FileNotFoundError(f"no {paths.folds} (run the folds stage first)")
+        raise MissingArtifactError(f"no {paths.folds} (run the folds stage first)")
     return read_json(paths.folds)
 
 
@@ -109,7 +110,7 @@ def _fit_variants(
     first, so ONE worker pool serves them all (a stage pays the process start-up once)."""
     a = params.analysis
     if not a.seeds:
-        raise ValueError("analysis.seeds is empty")
+        raise InputError("analysis.seeds is empty")
     folds = load_folds(paths)
     text_set, struct_set = (
         load_embeddings(paths.text_embeddings(llm)),
@@ -120,7 +121,7 @@ def _fit_variants(
     plans, jobs = [], []
     for method, layers in variants:
         if method not in folds["methods"]:
-            raise ValueError(f"{paths.folds} has no folds for method {method!r}; add it to analysis.methods")
+            raise InputError(f"{paths.folds} has no folds for method {method!r}; add it to analysis.methods")
         align = dataclasses.replace(params.align, structure_layers=int(layers))
         config = head_config(align, text_set.vectors.shape[1], struct_set.vectors.shape[1])
         assignment = {i: f for i, f in folds["methods"][method].items() if i in common}
@@ -135,7 +136,7 @@ def _fit_variants(
                 test, val = fold_of == f, fold_of == (f + 1) % k
                 train = ~(test | val)
                 if min(test.sum(), val.sum(), train.sum()) < 2:
-                    raise ValueError(
+                    raise InputError(
                         f"fold {f} ({method}) has {test.sum()} test / {val.sum()} val / {train.sum()} train "
                         "proteins; need >= 2 each (fewer analysis.folds?)"
                     )
@@ -236,7 +237,7 @@ def run_depths(params: Params, paths: Paths, llm: str, gdm: str) -> dict[int, di
     already fitted it (same folds, seeds and head config under the primary method), so those numbers are reused."""
     depths = [int(d) for d in params.analysis.depths]
     if not depths or any(not 1 <= d <= MAX_STRUCTURE_LAYERS for d in depths) or len(set(depths)) < len(depths):
-        raise ValueError(f"analysis.depths must be distinct values in 1..{MAX_STRUCTURE_LAYERS}, got {depths}")
+        raise InputError(f"analysis.depths must be distinct values in 1..{MAX_STRUCTURE_LAYERS}, got {depths}")
     primary = params.split.method
     reuse = params.align.structure_layers if paths.cv_metrics(llm, gdm).exists() else None
     refit = [d for d in depths if d != reuse]
@@ -261,7 +262,7 @@ def _from_crossval(params: Params, paths: Paths, llm: str, gdm: str) -> tuple[di
     full = read_json(paths.cv_metrics(llm, gdm))
     primary = params.split.method
     if full.get("structure_layers") != params.align.structure_layers or primary not in full["methods"]:
-        raise ValueError(f"{paths.cv_metrics(llm, gdm)} is stale (rerun crossval@{pair_id(llm, gdm)})")
+        raise InputError(f"{paths.cv_metrics(llm, gdm)} is stale (rerun crossval@{pair_id(llm, gdm)})")
     metrics = {**full, "methods": {primary: full["methods"][primary]}}
     table = pd.read_csv(
         paths.cv_per_protein(llm, gdm), dtype={"id": str, "cluster": str}, keep_default_na=False

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from protalign.analysis import plots
+from protalign.errors import InputError, MissingArtifactError
 from protalign.params import Params
 from protalign.paths import Paths, pair_id
 from protalign.storage import read_json, write_text
@@ -39,13 +40,13 @@ def alignment_table(params: Params, paths: Paths) -> pd.DataFrame:
     for llm, gdm in pairs(params):
         path = paths.metrics(llm, gdm)
         if not path.exists():
-            raise FileNotFoundError(
+            raise MissingArtifactError(
                 f"no metrics for pair {llm}/{gdm} at {path} (has its evaluate stage run?)"
             )
         metrics = read_json(path)
         absent = [c for c in cols[1:] if c not in metrics]
         if absent:
-            raise KeyError(f"{path} lacks {absent}; rerun evaluate (params.evaluate.ks changed?)")
+            raise InputError(f"{path} lacks {absent}; rerun evaluate (params.evaluate.ks changed?)")
         rows.append({"pair": pair_id(llm, gdm), **{c: metrics[c] for c in cols[1:]}})
     return pd.DataFrame(rows, columns=cols)
 
@@ -61,7 +62,7 @@ def run(params: Params, paths: Paths) -> pd.DataFrame:
     for llm, gdm in pairs(params):
         path = paths.per_protein(llm, gdm)
         if not path.exists():
-            raise FileNotFoundError(f"no per-protein table for {llm}/{gdm} at {path} (has evaluate run?)")
+            raise MissingArtifactError(f"no per-protein table for {llm}/{gdm} at {path} (has evaluate run?)")
         cosines[(llm, gdm)] = pd.read_csv(path)["matched_cosine"].to_numpy(dtype=float)
     plots.matched_cosine_hist(cosines, paths.reports / MATCHED_COSINE_PNG)
     return table

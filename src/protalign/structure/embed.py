@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from protalign.errors import MissingArtifactError
 from protalign.storage import EmbeddingSet, save_embeddings
 from protalign.structure.registry import POOLINGS, Sample, StructureEncoder, resolve_device, to_device
 from protalign.structure.train import _open_store, file_sha256, load_checkpoint, set_threads
@@ -168,7 +169,7 @@ def run(params, paths, gdm: str) -> dict[str, Any]:
     set_threads(params)
     model_path = paths.structure_model(gdm)
     if not model_path.exists():
-        raise FileNotFoundError(f"{model_path} not found (has train_structure@{gdm} run?)")
+        raise MissingArtifactError(f"{model_path} not found (has train_structure@{gdm} run?)")
     encoder, payload = load_checkpoint(model_path)
     pooling = params.structure.pooling
     if pooling not in POOLINGS:

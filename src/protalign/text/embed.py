@@ -24,6 +24,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from protalign.errors import MissingArtifactError
 from protalign.storage import EmbeddingSet, save_embeddings
 from protalign.text.llms import POOLINGS, LoadedLLM, get_spec, load_llm
 
@@ -199,7 +200,7 @@ def embed_texts(
 
 def read_summaries(path: Path) -> pd.DataFrame:
     if not path.exists():
-        raise FileNotFoundError(f"no summaries at {path} (has the summarize stage run?)")
+        raise MissingArtifactError(f"no summaries at {path} (has the summarize stage run?)")
     frame = pd.read_parquet(path)
     missing = {"id", "text"} - set(frame.columns)
     if missing:
