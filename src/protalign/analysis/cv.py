@@ -2,8 +2,9 @@
 
 One test split of ~70 proteins says little, so the findings score every protein once per seed: fold k is the test
 part, fold k+1 the validation part (model selection, as in `align`), the rest trains `align.train.fit_heads`. Folds
-come from `prepared/folds.json` (the `folds` stage: ONE assignment per method, shared by every pair). Proteins are
-those all models in params embedded (as in `evaluate`), so every pair is scored on the same ids.
+come from `prepared/folds.json` (the `folds` stage: ONE assignment per method, shared by every pair). A pair scores
+the fold proteins its OWN two models embedded (as in `evaluate`); the ones it lost are in the metrics (`n_lost`,
+`lost`: id -> reason) and the stage output, and comparisons between pairs use the intersection of their ids.
 
 Per protein we keep the matched cosine and its share of the study's alignment score,
 score_i = cos(p_i, t_i) - mean_{j != i} |cos(p_i, t_j)| within its test fold, whose mean over a fold IS the fold's
@@ -22,7 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from protalign.align.evaluate import shared_ids
+from protalign.align.evaluate import loss_line, lost_with_reasons
 from protalign.align.heads import MAX_STRUCTURE_LAYERS, build_heads
 from protalign.align.metrics import alignment_score, cosine_matrix
 from protalign.align.train import fit_heads, head_config
@@ -116,7 +117,8 @@ def _fit_variants(
         load_embeddings(paths.text_embeddings(llm)),
         load_embeddings(paths.structure_embeddings(gdm)),
     )
-    common, used = shared_ids(params, paths, llm, gdm)
+    fold_ids = sorted(set().union(*(folds["methods"][m] for m, _ in variants if m in folds["methods"])))
+    lost = lost_with_reasons(fold_ids, text_set, struct_set, llm, gdm)
     clusters = folds.get("clusters", {})
     plans, jobs = [], []
     for method, layers in variants:
@@ -124,7 +126,7 @@ def _fit_variants(
             raise InputError(f"{paths.folds} has no folds for method {method!r}; add it to analysis.methods")
         align = dataclasses.replace(params.align, structure_layers=int(layers))
         config = head_config(align, text_set.vectors.shape[1], struct_set.vectors.shape[1])
-        assignment = {i: f for i, f in folds["methods"][method].items() if i in common}
+        assignment = {i: f for i, f in folds["methods"][method].items() if i not in lost}
         ids = sorted(assignment)
         k = int(folds["k"])
         fold_of = np.array([assignment[i] for i in ids])
@@ -178,11 +180,11 @@ def _fit_variants(
             }
         )  # fmt: skip
         out[variant] = (metrics, table)
-    return out, used
+    return out, {"n_fold_proteins": len(fold_ids), "n_lost": len(lost), "lost": lost}
 
 
 def _assemble(
-    params: Params, llm: str, gdm: str, layers: int, methods: list[str], fitted: dict, used: list[str]
+    params: Params, llm: str, gdm: str, layers: int, methods: list[str], fitted: dict, losses: dict[str, Any]
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """One head depth's metrics file (every method, the first one flattened for `dvc metrics show`) and table."""
     a = params.analysis
@@ -192,7 +194,7 @@ def _assemble(
         "structure_layers": int(layers),
         "methods": {m: fitted[(m, int(layers))][0] for m in methods},
     }
-    metrics.update({"seeds": list(a.seeds), "ci": a.ci, "n_boot": a.n_boot, "shared_embedding_sets": used})
+    metrics.update({"seeds": list(a.seeds), "ci": a.ci, "n_boot": a.n_boot, **losses})
     # flat copies of the primary method's numbers for `dvc metrics show` / `dvc exp show`
     primary = metrics["methods"][methods[0]]
     metrics["alignment_score"] = primary["alignment_score"]["estimate"]
@@ -206,8 +208,8 @@ def crossval(
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Metrics per method + per-protein table (seed means) for one pair; `layers` overrides the head depth."""
     layers = params.align.structure_layers if layers is None else int(layers)
-    fitted, used = _fit_variants(params, paths, llm, gdm, [(m, layers) for m in methods])
-    return _assemble(params, llm, gdm, layers, list(methods), fitted, used)
+    fitted, losses = _fit_variants(params, paths, llm, gdm, [(m, layers) for m in methods])
+    return _assemble(params, llm, gdm, layers, list(methods), fitted, losses)
 
 
 def _write(paths: Paths, llm: str, gdm: str, variant: str, metrics: dict, table: pd.DataFrame) -> None:
@@ -227,7 +229,7 @@ def run(params: Params, paths: Paths, llm: str, gdm: str) -> dict[str, Any]:
     _write(paths, llm, gdm, "", metrics, table)
     print(f"crossval {pair_id(llm, gdm)}: " + ", ".join(
         f"{m} {v['alignment_score']['estimate']:.4f}" for m, v in metrics["methods"].items()
-    ))  # fmt: skip
+    ) + f"; {loss_line(metrics['n_fold_proteins'], metrics['lost'], 'fold')}")  # fmt: skip
     return metrics
 
 
@@ -241,18 +243,19 @@ def run_depths(params: Params, paths: Paths, llm: str, gdm: str) -> dict[int, di
     primary = params.split.method
     reuse = params.align.structure_layers if paths.cv_metrics(llm, gdm).exists() else None
     refit = [d for d in depths if d != reuse]
-    fitted, used = _fit_variants(params, paths, llm, gdm, [(primary, d) for d in refit]) if refit else ({}, [])
+    fitted, losses = _fit_variants(params, paths, llm, gdm, [(primary, d) for d in refit]) if refit else ({}, {})
     out = {}
     for d in depths:
         if d in refit:
-            metrics, table = _assemble(params, llm, gdm, d, [primary], fitted, used)
+            metrics, table = _assemble(params, llm, gdm, d, [primary], fitted, losses)
         else:
             metrics, table = _from_crossval(params, paths, llm, gdm)
         _write(paths, llm, gdm, f"L{d}", metrics, table)
         out[d] = metrics
+    last = out[depths[-1]]
     print(f"head_depth {pair_id(llm, gdm)}: " + ", ".join(
         f"{d} layer(s) {m['methods'][primary]['alignment_score']['estimate']:.4f}" for d, m in out.items()
-    ))  # fmt: skip
+    ) + f"; {loss_line(last['n_fold_proteins'], last['lost'], 'fold')}")  # fmt: skip
     return out
 
 

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from protalign.errors import MissingArtifactError
+from protalign.errors import MissingArtifactError, check_losses
 from protalign.storage import EmbeddingSet, save_embeddings
 from protalign.structure.registry import POOLINGS, Sample, StructureEncoder, resolve_device, to_device
 from protalign.structure.train import _open_store, file_sha256, load_checkpoint, set_threads
@@ -200,6 +200,8 @@ def run(params, paths, gdm: str) -> dict[str, Any]:
     skipped += failed
     for s in skipped:
         log.warning("embed_structure@%s: skipped %s (%s)", gdm, s["id"], s["reason"])
+    limit = params.prepare.max_skipped_fraction
+    check_losses(f"embed_structure@{gdm}", [s["reason"] for s in skipped], len(ids), limit)
     kept = [i for i in ids if i in vectors]
     array = np.stack([vectors[i] for i in kept]) if kept else np.zeros((0, encoder.dim), np.float32)
     meta = {
