@@ -19,7 +19,7 @@ from pathlib import Path
 
 from protalign.corpus import bundled, local
 from protalign.corpus.fasta import derive_entities, format_fasta, parse_fasta
-from protalign.errors import InputError
+from protalign.errors import InputError, ToolError
 from protalign.paths import Paths
 from protalign.storage import atomic_path
 
@@ -181,7 +181,7 @@ def run_dvc_add(root: Path) -> None:
         [sys.executable, "-m", "dvc", "add", "data"], cwd=root, capture_output=True, text=True
     )
     if proc.returncode != 0:
-        raise RuntimeError(f"`dvc add data` failed in {root}:\n{proc.stdout[-1500:]}\n{proc.stderr[-1500:]}")
+        raise ToolError(f"`dvc add data` failed in {root}:\n{proc.stdout[-1500:]}\n{proc.stderr[-1500:]}")
 
 
 def run(

@@ -17,6 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from protalign.errors import ToolError
+
 POOLINGS = ("mean", "max", "meanmax")
 
 # name -> "module:Class"; imported lazily so models do not import each other (add GearNet/GVP/ScanNet here)
@@ -144,7 +146,7 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("structure.device is 'cuda' but no CUDA device is available (use 'auto' or 'cpu')")
+        raise ToolError("structure.device is 'cuda' but no CUDA device is available (use 'auto' or 'cpu')")
     if name not in ("cpu", "cuda"):
         raise ValueError(f"structure.device must be cpu | cuda | auto, got {name!r}")
     return torch.device(name)

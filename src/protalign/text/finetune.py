@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from protalign.errors import MissingArtifactError
+from protalign.errors import MissingArtifactError, ToolError
 from protalign.storage import atomic_path, read_json
 from protalign.text import llms
 from protalign.text.embed import read_summaries
@@ -192,7 +192,7 @@ def want_4bit(quantize: str, device: str) -> bool:
         and bool(importlib.util.find_spec("bitsandbytes"))
     )
     if quantize == "4bit" and not possible:
-        raise RuntimeError("finetune.quantize=4bit needs a CUDA device and the bitsandbytes package")
+        raise ToolError("finetune.quantize=4bit needs a CUDA device and the bitsandbytes package")
     return quantize != "none" and possible
 
 
