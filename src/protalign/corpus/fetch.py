@@ -19,7 +19,7 @@ from pathlib import Path
 
 from protalign.corpus import bundled, local
 from protalign.corpus.fasta import derive_entities, format_fasta, parse_fasta
-from protalign.errors import InputError, ToolError
+from protalign.errors import MissingArtifactError, ToolError
 from protalign.paths import Paths
 from protalign.storage import atomic_path
 
@@ -194,7 +194,7 @@ def run(
     """
     source = str(source)
     if source not in ("bundled", "rcsb") and not Path(source).is_dir():
-        raise InputError(f"--source {source!r}: expected 'bundled', 'rcsb' or an existing folder")
+        raise MissingArtifactError(f"--source {source!r}: expected 'bundled', 'rcsb' or an existing folder")
     if source not in ("bundled", "rcsb") and Path(source).resolve() == paths.data.resolve():
         raise ValueError("--source must not be the data/ folder it would replace")
     with atomic_path(paths.data) as tmp:

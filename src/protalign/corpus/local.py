@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from protalign.errors import InputError
+from protalign.errors import MissingArtifactError
 
 # extension -> (format, gzipped); anything else is reported, not guessed
 EXTENSIONS = {
@@ -77,7 +77,7 @@ def scan_folder(folder: str | Path) -> tuple[list[LocalFile], list[dict[str, str
     """Entries (first file wins per id, in sorted name order) and skips (`file`, `id`, `reason`)."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise InputError(f"--source {folder}: not a folder")
+        raise MissingArtifactError(f"--source {folder}: not a folder")
     struct_dir = folder / "structures" if (folder / "structures").is_dir() else folder
     fasta_dir = folder / "fasta"
     entries: list[LocalFile] = []
