@@ -7,8 +7,10 @@ import importlib
 import logging
 import os
 import sys
+import traceback
 from pathlib import Path
 
+from protalign.errors import ParamsError, UserError
 from protalign.params import load_params
 from protalign.paths import Paths
 from protalign.use import commands as use_commands
@@ -26,8 +28,8 @@ STAGES: dict[str, tuple[str, bool, bool]] = {
     "align": ("protalign.align.train", True, True),
     "evaluate": ("protalign.align.evaluate", True, True),
     "report": ("protalign.analysis.report", False, False),
-    "cluster": ("protalign.analysis.clusters", False, False),
-    "folds": ("protalign.analysis.folds", False, False),
+    "cluster": ("protalign.corpus.clusters", False, False),
+    "folds": ("protalign.corpus.folds", False, False),
     "crossval": ("protalign.analysis.cv", True, True),
     "head-depth": ("protalign.analysis.head_depth", True, True),
     "correlate": ("protalign.analysis.correlations", False, False),
@@ -39,7 +41,9 @@ STAGES: dict[str, tuple[str, bool, bool]] = {
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="protalign", description=__doc__)
     p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
-    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument(
+        "-v", "--verbose", action="store_true", help="debug logging, and a traceback even for user errors"
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     f = sub.add_parser("fetch", help="build data/ from a source and version it with `dvc add data`")
@@ -60,49 +64,58 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. Only `UserError` becomes a one-line message (exit 2); any other exception is a bug and
+    propagates with its traceback. `-v` prints the traceback of a UserError too."""
     args = _parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
-    if args.command == "sweeps":  # reads experiments, not params.yaml (an experiment may have any params)
-        return _sweeps(args.exp_json)
-    params = load_params(args.params)
-    paths = Paths(Path.cwd())
     try:
-        if args.command == "fetch":
-            from protalign.corpus import fetch
-
-            summary = fetch.run(
-                args.source or params.fetch.source, paths, dvc_add=not args.no_dvc_add,
-                n=args.n or params.fetch.n, seed=params.seed, workers=params.fetch.workers,
-            )
-            logging.getLogger("protalign").info("fetch: %s", summary)
-            return 0
-        if args.command in use_commands.COMMANDS:
-            return use_commands.dispatch(args, params, paths)
-        module, takes_llm, takes_gdm = STAGES[args.command]
-        kwargs = {}
-        if takes_llm:
-            kwargs["llm"] = args.llm
-        if takes_gdm:
-            kwargs["gdm"] = args.gdm
-        importlib.import_module(module).run(params, paths, **kwargs)
-    except (ValueError, FileNotFoundError, KeyError, NotImplementedError, RuntimeError) as exc:
+        return _dispatch(args)
+    except UserError as exc:
+        if args.verbose:
+            traceback.print_exc(file=sys.stderr)
         print(f"protalign {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    return 0
 
 
-def _sweeps(source: str | None) -> int:
-    from protalign.analysis import sweeps
-
+def _load_params(path: str):
     try:
-        sweeps.run(Paths(Path.cwd()), source=source)
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
-        print(f"protalign sweeps: error: {exc}", file=sys.stderr)
-        return 2
+        return load_params(path)
+    except ParamsError:
+        raise
+    except ValueError as exc:  # params validation reports bad keys/values as ValueError: a user error
+        raise ParamsError(str(exc)) from exc
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "sweeps":  # reads experiments, not params.yaml (an experiment may have any params)
+        from protalign.analysis import sweeps
+
+        sweeps.run(Paths(Path.cwd()), source=args.exp_json)
+        return 0
+    params = _load_params(args.params)
+    paths = Paths(Path.cwd())
+    if args.command == "fetch":
+        from protalign.corpus import fetch
+
+        summary = fetch.run(
+            args.source or params.fetch.source, paths, dvc_add=not args.no_dvc_add,
+            n=args.n or params.fetch.n, seed=params.seed, workers=params.fetch.workers,
+        )  # fmt: skip
+        logging.getLogger("protalign").info("fetch: %s", summary)
+        return 0
+    if args.command in use_commands.COMMANDS:
+        return use_commands.dispatch(args, params, paths)
+    module, takes_llm, takes_gdm = STAGES[args.command]
+    kwargs = {}
+    if takes_llm:
+        kwargs["llm"] = args.llm
+    if takes_gdm:
+        kwargs["gdm"] = args.gdm
+    importlib.import_module(module).run(params, paths, **kwargs)
     return 0
 
 

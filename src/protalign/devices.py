@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from protalign.errors import InputError, ToolError
+
 if TYPE_CHECKING:
     import torch
 
@@ -19,9 +21,9 @@ def resolve_device(name: str, key: str = "device") -> torch.device:
     import torch
 
     if name not in DEVICES:
-        raise ValueError(f"{key} must be cpu | cuda | auto, got {name!r}")
+        raise InputError(f"{key} must be cpu | cuda | auto, got {name!r}")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"{key} is 'cuda' but torch sees no CUDA device (use 'auto' or 'cpu')")
+        raise ToolError(f"{key} is 'cuda' but torch sees no CUDA device (use 'auto' or 'cpu')")
     return torch.device(name)

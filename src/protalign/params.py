@@ -23,6 +23,9 @@ class PrepareParams:
     max_file_mb: float = 100.0
     min_residues: int = 10
     workers: int = 2
+    # share of entries prepare/embed stages may skip before failing; the default mirrors params.yaml only until
+    # the dataclass defaults are removed
+    max_skipped_fraction: float = 0.25
 
 
 @dataclass(frozen=True)

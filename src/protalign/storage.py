@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from protalign.errors import MissingArtifactError
+
 
 def file_sha256(path: str | Path) -> str:
     """Hex sha256 of a file's bytes, read in 1 MiB chunks (model files and sdists can be gigabytes)."""
@@ -115,7 +117,7 @@ def save_embeddings(directory: str | Path, emb: EmbeddingSet, dtype: str = "floa
 def load_embeddings(directory: str | Path) -> EmbeddingSet:
     directory = Path(directory)
     if not (directory / EMBEDDING_FILE).exists():
-        raise FileNotFoundError(f"no embeddings in {directory} (has its embed stage run?)")
+        raise MissingArtifactError(f"no embeddings in {directory} (has its embed stage run?)")
     vectors = np.load(directory / EMBEDDING_FILE, allow_pickle=False).astype(np.float32)
     ids = (directory / IDS_FILE).read_text().split()
     meta = json.loads((directory / META_FILE).read_text())

@@ -4,6 +4,7 @@ signal, the GAT-like one only half of it, so F1 has a known direction."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -13,7 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from protalign.align.heads import HeadConfig, StructureHead, structure_widths
-from protalign.analysis import clusters, correlations, cv, findings, folds, properties
+from protalign.analysis import correlations, cv, findings, properties
+from protalign.corpus import clusters, folds
 from protalign.params import (
     AlignParams,
     AnalysisParams,
@@ -22,7 +24,7 @@ from protalign.params import (
     StructureParams,
 )  # fmt: skip
 from protalign.paths import Paths
-from protalign.storage import EmbeddingSet, save_embeddings
+from protalign.storage import EmbeddingSet, load_embeddings, save_embeddings
 
 LLMS, GDMS = ("tiny-1m", "tiny-10m"), ("gearnet_edge", "gat")
 
@@ -37,6 +39,7 @@ def _world(root, n=90):
         pa.table({
             "id": ids, "length": rng.integers(30, 400, n).tolist(), "n_chains": rng.integers(1, 4, n).tolist(),
             "molecule_names": [[m] for m in names], "sequence": ["ACDE" * 10] * n,
+            "coord_hash": [f"h{i}" for i in ids],
         }),
         paths.proteins,
     )  # fmt: skip
@@ -189,3 +192,23 @@ def test_llm_size_and_table1():
     m = pd.DataFrame([{"gdm": "gearnet_edge", "llm": "llama31-8b", "method": "random", "test_split_score": 0.1,
                        "score": 0.2, "ci_low": 0.1, "ci_high": 0.3}])  # fmt: skip
     assert findings.table1(m, "random")["study"].tolist() == [0.3211]
+
+
+def test_crossval_scores_the_pairs_own_ids_and_reports_losses(tmp_path, capsys):
+    params, paths = _world(tmp_path)
+    folds.run(params, paths)
+    gone = ["X001", "X050"]  # gat could not embed two proteins: only gat's pairs lose them
+    full = load_embeddings(paths.structure_embeddings("gat"))
+    keep = [i for i in full.ids if i not in gone]
+    meta = {"skipped": [{"id": i, "reason": "too big"} for i in gone]}
+    save_embeddings(paths.structure_embeddings("gat"), EmbeddingSet(keep, full.subset(keep), meta))
+    fast = dataclasses.replace(params, analysis=dataclasses.replace(params.analysis, seeds=(0,), n_boot=50))
+    fast = dataclasses.replace(fast, align=dataclasses.replace(params.align, epochs=2))
+    m = cv.run(fast, paths, "tiny-1m", "gat")
+    assert (m["n_fold_proteins"], m["n_lost"]) == (90, 2)
+    assert m["lost"] == {"X001": "structure/gat: too big", "X050": "structure/gat: too big"}
+    assert all(v["n_proteins"] == 88 for v in m["methods"].values())
+    assert set(pd.read_csv(paths.cv_per_protein("tiny-1m", "gat"))["id"]).isdisjoint(gone)
+    other = cv.crossval(fast, paths, "tiny-1m", "gearnet_edge", ["random"])[0]
+    assert other["n_lost"] == 0 and other["methods"]["random"]["n_proteins"] == 90
+    assert "lost 2 of 90 fold proteins: X001 (structure/gat: too big)" in capsys.readouterr().out

@@ -11,7 +11,7 @@ from protalign.align import evaluate, train
 from protalign.analysis import report
 from protalign.params import AlignParams, EmbedTextParams, EvaluateParams, Params, StructureParams
 from protalign.paths import Paths
-from protalign.storage import EmbeddingSet, save_embeddings, write_json
+from protalign.storage import EmbeddingSet, load_embeddings, save_embeddings, write_json
 
 LLMS, GDMS = ("llm-a", "llm-b"), ("gdm-x",)
 
@@ -75,3 +75,23 @@ def test_missing_pair_is_an_error_not_a_shorter_table(tmp_path):
     with pytest.raises(FileNotFoundError, match="llm-b/gdm-x"):
         report.run(params, paths)
     assert not (paths.reports / "alignment.csv").exists()
+
+
+def test_pairs_are_compared_on_the_ids_every_pair_evaluated(tmp_path, capsys):
+    params, paths = _pipeline(tmp_path, run_pairs=False)
+    full = load_embeddings(paths.text_embeddings("llm-b"))
+    gone = ["Q080", "Q081", "Q095"]  # test proteins llm-b could not embed
+    keep = [i for i in full.ids if i not in gone]
+    meta = {"skipped": [{"id": i, "reason": "empty summary text"} for i in gone]}
+    save_embeddings(paths.text_embeddings("llm-b"), EmbeddingSet(keep, full.subset(keep), meta))
+    for llm in LLMS:
+        train.train_pair(params, paths, llm, "gdm-x")
+        evaluate.run(params, paths, llm, "gdm-x")
+    table = report.run(params, paths)
+    assert table["n_test"].tolist() == [20, 17] and table["n_test_lost"].tolist() == [0, 3]
+    assert (table["n_test_split"] == 20).all() and (table["n_common"] == 17).all()
+    a = pd.read_csv(paths.per_protein("llm-a", "gdm-x"), dtype={"id": str}).set_index("id")
+    common = [i for i in a.index if i not in gone]
+    assert table.loc[0, "matched_cosine_mean_common"] == pytest.approx(a.loc[common, "matched_cosine"].mean())
+    assert table.loc[0, "matched_cosine_mean_common"] != pytest.approx(table.loc[0, "matched_cosine_mean"])
+    assert "compared on the 17 test proteins every pair evaluated" in capsys.readouterr().out

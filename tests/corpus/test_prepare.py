@@ -14,14 +14,16 @@ import pytest
 
 from protalign.corpus import prepare
 from protalign.corpus.store import ProteinStructure, StructureStore, write_store
+from protalign.errors import UserError
 from protalign.params import Params, PrepareParams
 from protalign.paths import Paths
 
 REAL = ["11AS", "1A7G", "1A8O", "1AAY", "1AS5", "5E5Z"]
 COLUMNS = [
     "id", "length", "n_chains", "chains", "sequence", "n_entities", "molecule_names", "organisms", "taxids", "entity_chains", "entity_lengths",
-    "ec_numbers", "method", "resolution", "title", "classification", "structure_file",
+    "ec_numbers", "method", "resolution", "title", "classification", "structure_file", "coord_hash", "duplicate_of",
 ]  # fmt: skip
+LENIENT = Params(prepare=PrepareParams(max_skipped_fraction=0.5))  # the mini corpus skips 5 of its 10 entries
 
 
 def _manifest(data: Path, rows: list[tuple[str, str, str, str]]) -> None:
@@ -64,8 +66,8 @@ def mini_root(tmp_path, shared_data) -> Path:
 
 def test_prepare_writes_all_outputs_with_skip_reasons(mini_root):
     paths = Paths(mini_root)
-    counts = prepare.run(Params(), paths, workers=1)
-    assert counts == {"kept": 5, "skipped": 5}
+    counts = prepare.run(LENIENT, paths, workers=1)
+    assert counts == {"kept": 5, "skipped": 5, "duplicates": 0}
     table = pq.read_table(paths.proteins)
     assert table.column_names == COLUMNS
     df = table.to_pylist()
@@ -97,8 +99,8 @@ def test_prepare_is_deterministic_across_workers(mini_root, tmp_path_factory):
     other = tmp_path_factory.mktemp("copy")
     shutil.copytree(mini_root / "data", other / "data")
     a, b = Paths(mini_root), Paths(other)
-    prepare.run(Params(), a, workers=1)
-    prepare.run(Params(), b, workers=2)
+    prepare.run(LENIENT, a, workers=1)
+    prepare.run(LENIENT, b, workers=2)
     files = sorted(p.relative_to(a.prepared) for p in a.prepared.rglob("*") if p.is_file())
     assert files == sorted(p.relative_to(b.prepared) for p in b.prepared.rglob("*") if p.is_file())
     for f in files:
@@ -106,13 +108,47 @@ def test_prepare_is_deterministic_across_workers(mini_root, tmp_path_factory):
 
 
 def test_prepare_limits_are_skips(mini_root):
-    params = Params(prepare=PrepareParams(max_residues=100, min_residues=10, max_file_mb=10.0))
+    params = Params(prepare=PrepareParams(max_residues=100, min_residues=10, max_file_mb=10.0, max_skipped_fraction=1))
     prepare.run(params, Paths(mini_root), workers=1)
     skipped = {r["id"]: r["reason"] for r in csv.DictReader(Paths(mini_root).skipped.open())}
     assert "too many residues" in skipped["11AS"]
-    params = Params(prepare=PrepareParams(max_file_mb=0.0001))
-    with pytest.raises(RuntimeError, match="none of"):
+    params = Params(prepare=PrepareParams(max_file_mb=0.0001, max_skipped_fraction=1))
+    with pytest.raises(ValueError, match="none of"):
         prepare.run(params, Paths(mini_root), workers=1)
+
+
+def test_skipped_share_above_the_limit_fails_after_writing_the_reasons(mini_root):
+    paths = Paths(mini_root)
+    with pytest.raises(UserError, match=r"skipped 5 of 10 entries \(50.0%\).*max_skipped_fraction 25%"):
+        prepare.run(Params(prepare=PrepareParams(max_skipped_fraction=0.25)), paths, workers=1)
+    assert {r["id"] for r in csv.DictReader(paths.skipped.open())} == {"5E5Z", "EMPTY", "TRUNC", "DNA1", "GONE"}
+    assert not paths.proteins.exists() and not paths.structures.exists()
+    assert prepare.run(Params(prepare=PrepareParams(max_skipped_fraction=0.5)), paths, workers=1)["kept"] == 5
+
+
+def test_identical_coordinates_under_two_ids_are_recorded(mini_root):
+    data = mini_root / "data"
+    for copy in ("ZCOPY", "0COPY"):  # one id sorts after the original, one before
+        shutil.copy(data / "structures" / "11AS.pdb.gz", data / "structures" / f"{copy}.pdb.gz")
+    with (data / "manifest.tsv").open("a") as f:
+        f.write("ZCOPY\tstructures/ZCOPY.pdb.gz\t\tpdb\ttest\n0COPY\tstructures/0COPY.pdb.gz\t\tpdb\ttest\n")
+    counts = prepare.run(LENIENT, Paths(mini_root), workers=1)
+    rows = {r["id"]: r for r in pq.read_table(Paths(mini_root).proteins).to_pylist()}
+    assert counts["duplicates"] == 2
+    assert rows["0COPY"]["coord_hash"] == rows["11AS"]["coord_hash"] == rows["ZCOPY"]["coord_hash"]
+    assert rows["0COPY"]["duplicate_of"] == "" and rows["11AS"]["duplicate_of"] == rows["ZCOPY"]["duplicate_of"] == "0COPY"
+    others = [r["coord_hash"] for i, r in rows.items() if i not in ("0COPY", "11AS", "ZCOPY")]
+    assert len(set(others)) == len(others) == 4 and rows["11AS"]["coord_hash"] not in others
+    assert all(len(h) == 64 for h in others)
+
+
+def test_coord_hash_sees_every_coordinate():
+    a = _toy("A", 30, 0)
+    assert prepare.coord_hash(a) == prepare.coord_hash(_toy("B", 30, 0))  # same coordinates, other id
+    for field in ("ca", "xyz"):
+        moved = _toy("A", 30, 0)
+        getattr(moved, field)[-1, 2] += np.float32(1e-3)
+        assert prepare.coord_hash(moved) != prepare.coord_hash(a), field
 
 
 def test_manifest_errors(tmp_path):

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from protalign.corpus.store import StructureStore, write_store
+from protalign.errors import UserError
 from protalign.params import GATParams, Params, StructureParams, StructureTrainParams
 from protalign.paths import Paths
 from protalign.storage import load_embeddings, write_json
@@ -153,6 +154,9 @@ def test_embed_writes_every_protein_and_records_skips(trained):
         and emb.meta["pooling"] == "meanmax"
         and len(emb.meta["model_sha256"]) == 64
     )
+    strict = dataclasses.replace(params, prepare=dataclasses.replace(params.prepare, max_skipped_fraction=0.1))
+    with pytest.raises(UserError, match=r"embed_structure@gat: skipped 1 of 9 entries .*non-finite"):
+        embed_stage.run(strict, repo, "gat")  # 1 of 9 = 11% > 10%
     # the stored vector is the model's embedding of that protein alone
     enc, _ = train_stage.load_checkpoint(repo.structure_model("gat"))
     enc.pooling = "meanmax"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
+from protalign.errors import UserError
 from protalign.params import EmbedTextParams, Params
 from protalign.paths import Paths
 from protalign.storage import load_embeddings
@@ -166,6 +168,10 @@ def test_mean_pooling_truncation_and_empty_text(llm, tmp_path):
     emb = E.run(params(pooling="mean", max_length=4), paths, "smollm2-135m", loaded=llm)
     assert "6EMP" not in emb.ids and emb.meta["skipped"] == [{"id": "6EMP", "reason": "empty summary text"}]
     assert emb.meta["n_truncated"] == 4 and emb.meta["pooling"] == "mean"
+    strict = params(pooling="mean", max_length=4)
+    strict = dataclasses.replace(strict, prepare=dataclasses.replace(strict.prepare, max_skipped_fraction=0.1))
+    with pytest.raises(UserError, match=r"embed_text@smollm2-135m: skipped 1 of .*empty summary text"):
+        E.run(strict, paths, "smollm2-135m", loaded=llm)
     tokens, _ = E.tokenize(llm, [TEXTS["1ABC"]], 4)
     assert len(tokens[0]) == 4
     np.testing.assert_allclose(emb.subset(["1ABC"])[0], E.forward(llm, tokens, "mean")[0], atol=1e-4)

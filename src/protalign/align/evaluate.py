@@ -1,13 +1,16 @@
 """`evaluate` stage: test-split metrics of one pair's trained heads against the same heads untrained.
 
-Every pair is scored on the SAME proteins: the test ids that all embedding sets named in params (all LLMs x all
-GDMs, those present) share, so a model that could not embed some proteins does not change the others' test set.
+A pair's test set is the split's test proteins, scored with the pair's OWN two embedding sets (so evaluating one
+pair needs only its two models). A test protein one of the two models could not embed is lost, and the loss is
+loud: `metrics/<pair>.json` holds `n_test_split`, `n_test`, `n_test_lost` and `test_lost` (id -> reason, from each
+embedding set's meta.json "skipped" list), and the stage prints them. Comparisons BETWEEN pairs (report, findings)
+use the intersection of the pairs' evaluated ids and state its size.
 The untrained baseline is `build_heads` with the training seed, i.e. exactly the weights training started from.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -16,34 +19,41 @@ import torch
 
 from protalign.align.heads import StructureHead, TextHead, build_heads, load_heads
 from protalign.align.metrics import all_metrics, cosine_matrix, matched_cosine, retrieval_ranks
-from protalign.align.train import load_pair
+from protalign.align.train import load_pair, load_split
+from protalign.errors import InputError
 from protalign.params import Params
-from protalign.paths import Paths
-from protalign.storage import EMBEDDING_FILE, IDS_FILE, write_json, write_text
+from protalign.paths import Paths, pair_id
+from protalign.storage import EmbeddingSet, write_json, write_text
 
 
-def _ids_if_present(directory: Path) -> set[str] | None:
-    if not (directory / EMBEDDING_FILE).exists():
-        return None
-    return set((directory / IDS_FILE).read_text().split())
+def _skip_reasons(emb: EmbeddingSet) -> dict[str, str]:
+    return {str(s["id"]): str(s.get("reason", "")) for s in emb.meta.get("skipped", []) if "id" in s}
 
 
-def shared_ids(params: Params, paths: Paths, llm: str, gdm: str) -> tuple[set[str], list[str]]:
-    """Ids embedded by every model in params whose embeddings exist (+ this pair's); and which sets were used."""
-    sources = [(f"text/{m}", paths.text_embeddings(m)) for m in dict.fromkeys([*params.pair_llms(), llm])]
-    sources += [
-        (f"structure/{m}", paths.structure_embeddings(m))
-        for m in dict.fromkeys([*params.structure.gdms, gdm])
-    ]
-    common: set[str] | None = None
-    used = []
-    for name, directory in sources:
-        ids = _ids_if_present(directory)
-        if ids is None:
-            continue
-        used.append(name)
-        common = ids if common is None else common & ids
-    return common or set(), used
+def lost_with_reasons(
+    ids: Sequence[str], text: EmbeddingSet, structure: EmbeddingSet, llm: str, gdm: str
+) -> dict[str, str]:
+    """id -> why the pair cannot score it, for each of `ids` one of the two embedding sets lacks."""
+    sides = [(f"text/{llm}", text, _skip_reasons(text)), (f"structure/{gdm}", structure, _skip_reasons(structure))]
+    present = [(name, set(emb.ids), reasons) for name, emb, reasons in sides]
+    lost = {}
+    for i in ids:
+        why = [
+            f"{name}: {reasons.get(i) or 'absent (not listed as skipped)'}"
+            for name, have, reasons in present
+            if i not in have
+        ]
+        if why:
+            lost[i] = "; ".join(why)
+    return lost
+
+
+def loss_line(n_split: int, lost: dict[str, str], what: str = "test") -> str:
+    """'lost 2 of 70 test proteins: ID (reason), ...' (at most five named) for the stage output."""
+    if not lost:
+        return f"lost 0 of {n_split} {what} proteins"
+    named = ", ".join(f"{i} ({r})" for i, r in sorted(lost.items())[:5])
+    return f"lost {len(lost)} of {n_split} {what} proteins: {named}{' ...' if len(lost) > 5 else ''}"
 
 
 @torch.no_grad()
@@ -61,21 +71,23 @@ def chance_levels(n: int, ks: tuple[int, ...]) -> dict[str, float]:
 
 
 def evaluate_pair(params: Params, paths: Paths, llm: str, gdm: str) -> tuple[dict[str, Any], pd.DataFrame]:
-    """Metrics dict + per-protein table (id, matched_cosine, rank_s2t, rank_t2s) on the shared test ids."""
+    """Metrics dict + per-protein table (id, matched_cosine, rank_s2t, rank_t2s) on the pair's test ids."""
     text_head, structure_head, config, info = load_heads(paths.heads(llm, gdm))
     data = load_pair(paths, llm, gdm)
     if (
         data.text.vectors.shape[1] != config.text_dim
         or data.structure.vectors.shape[1] != config.structure_dim
     ):
-        raise ValueError(
+        raise InputError(
             f"embedding widths ({data.text.vectors.shape[1]}, {data.structure.vectors.shape[1]}) do not match the "
             f"trained heads ({config.text_dim}, {config.structure_dim}); rerun the align stage"
         )
-    common, used = shared_ids(params, paths, llm, gdm)
-    test_ids = [i for i in data.split["test"] if i in common]
+    split_test = load_split(paths)["test"]
+    lost = lost_with_reasons(split_test, data.text, data.structure, llm, gdm)
+    test_ids = [i for i in split_test if i not in lost]
     if len(test_ids) < 2:
-        raise ValueError(f"only {len(test_ids)} test protein(s) shared by all models ({used}); need >= 2")
+        raise InputError(f"{pair_id(llm, gdm)}: only {len(test_ids)} test protein(s) embedded by both models "
+                         f"({loss_line(len(split_test), lost)}); need >= 2")  # fmt: skip
     text, structure = data.text.subset(test_ids), data.structure.subset(test_ids)
     ks = tuple(params.evaluate.ks)
 
@@ -90,9 +102,9 @@ def evaluate_pair(params: Params, paths: Paths, llm: str, gdm: str) -> tuple[dic
     metrics.update(
         {
             "n_test": len(test_ids),
-            "n_test_pair": len(data.split["test"]),
-            "n_test_not_shared": len(data.split["test"]) - len(test_ids),
-            "shared_embedding_sets": used,
+            "n_test_split": len(split_test),
+            "n_test_lost": len(lost),
+            "test_lost": lost,
             "n_train": int(info["n_train"]),
             "n_val": int(info["n_val"]),
             "n_missing": data.n_missing,
@@ -114,5 +126,9 @@ def run(params: Params, paths: Paths, llm: str, gdm: str) -> dict[str, Any]:
     write_json(paths.metrics(llm, gdm), metrics)
     write_text(
         paths.per_protein(llm, gdm), per_protein.to_csv(index=False, float_format="%.8f", lineterminator="\n")
+    )
+    print(
+        f"evaluate {pair_id(llm, gdm)}: alignment score {metrics['alignment_score']:.4f} on {metrics['n_test']} "
+        f"test proteins; {loss_line(metrics['n_test_split'], metrics['test_lost'])}"
     )
     return metrics

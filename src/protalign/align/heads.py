@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from protalign.errors import MissingArtifactError
 from protalign.storage import atomic_path
 
 MAX_STRUCTURE_LAYERS = 3
@@ -116,7 +117,7 @@ def load_heads(path: str | Path) -> tuple[TextHead, StructureHead, HeadConfig, d
     """Rebuild the heads saved by `save_heads`, in eval mode."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"no trained heads at {path} (has the align stage run?)")
+        raise MissingArtifactError(f"no trained heads at {path} (has the align stage run?)")
     payload = torch.load(path, map_location="cpu", weights_only=True)
     config = HeadConfig(**payload["config"])
     text_head, structure_head = TextHead(config), StructureHead(config)

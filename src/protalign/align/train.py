@@ -17,6 +17,7 @@ import torch
 
 from protalign.align.heads import HeadConfig, StructureHead, TextHead, build_heads, save_heads
 from protalign.align.losses import LOSSES, alignment_loss
+from protalign.errors import MissingArtifactError
 from protalign.params import AlignParams, Params
 from protalign.paths import Paths, pair_id
 from protalign.storage import EmbeddingSet, load_embeddings, read_json
@@ -28,7 +29,7 @@ EpochCallback = Callable[[int, float, float], None]  # (epoch, train_loss, val_l
 def load_split(paths: Paths) -> dict[str, list[str]]:
     """The one shared split; overlapping parts would leak test proteins into training, so they are an error."""
     if not paths.split.exists():
-        raise FileNotFoundError(f"no split at {paths.split} (has the split stage run?)")
+        raise MissingArtifactError(f"no split at {paths.split} (has the split stage run?)")
     raw = read_json(paths.split)
     split = {}
     for name in SPLITS:

@@ -71,6 +71,7 @@ def run(params: Params, paths: Paths) -> pd.DataFrame:
         )
     write_text(out / "pairs.csv", long.to_csv(index=False, float_format="%.6g", lineterminator="\n"))
     n = int(long["n"].iloc[0]) if len(long) else len(next(iter(scores.values())))
+    print(f"correlate: {len(scores)} pair(s) compared on the {n} proteins every pair scored (intersection)")
     plots.heatmap(
         matrices["pearson"],
         out / "pearson.png",

@@ -2,8 +2,9 @@
 
 One test split of ~70 proteins says little, so the findings score every protein once per seed: fold k is the test
 part, fold k+1 the validation part (model selection, as in `align`), the rest trains `align.train.fit_heads`. Folds
-come from `prepared/folds.json` (the `folds` stage: ONE assignment per method, shared by every pair). Proteins are
-those all models in params embedded (as in `evaluate`), so every pair is scored on the same ids.
+come from `prepared/folds.json` (the `folds` stage: ONE assignment per method, shared by every pair). A pair scores
+the fold proteins its OWN two models embedded (as in `evaluate`); the ones it lost are in the metrics (`n_lost`,
+`lost`: id -> reason) and the stage output, and comparisons between pairs use the intersection of their ids.
 
 Per protein we keep the matched cosine and its share of the study's alignment score,
 score_i = cos(p_i, t_i) - mean_{j != i} |cos(p_i, t_j)| within its test fold, whose mean over a fold IS the fold's
@@ -22,11 +23,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from protalign.align.evaluate import shared_ids
+from protalign.align.evaluate import loss_line, lost_with_reasons
 from protalign.align.heads import MAX_STRUCTURE_LAYERS, build_heads
 from protalign.align.metrics import alignment_score, cosine_matrix
 from protalign.align.train import fit_heads, head_config
 from protalign.analysis import stats
+from protalign.errors import InputError, MissingArtifactError
 from protalign.params import Params
 from protalign.paths import Paths, pair_id
 from protalign.storage import load_embeddings, read_json, write_json, write_text
@@ -36,7 +38,7 @@ def per_protein_scores(sim: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(matched cosine, per-protein alignment contribution) from S[i, j] = cos(structure_i, text_j)."""
     n = sim.shape[0]
     if n < 2:
-        raise ValueError("need >= 2 proteins in a test fold")
+        raise InputError("need >= 2 proteins in a test fold")
     diag = np.diagonal(sim).copy()
     off = (np.abs(sim).sum(axis=1) - np.abs(diag)) / (n - 1)
     return diag, diag - off
@@ -95,7 +97,7 @@ def _map(fn, jobs: list, workers: int) -> list:
 
 def load_folds(paths: Paths) -> dict[str, Any]:
     if not paths.folds.exists():
-        raise FileNotFoundError(f"no {paths.folds} (run the folds stage first)")
+        raise MissingArtifactError(f"no {paths.folds} (run the folds stage first)")
     return read_json(paths.folds)
 
 
@@ -109,21 +111,22 @@ def _fit_variants(
     first, so ONE worker pool serves them all (a stage pays the process start-up once)."""
     a = params.analysis
     if not a.seeds:
-        raise ValueError("analysis.seeds is empty")
+        raise InputError("analysis.seeds is empty")
     folds = load_folds(paths)
     text_set, struct_set = (
         load_embeddings(paths.text_embeddings(llm)),
         load_embeddings(paths.structure_embeddings(gdm)),
     )
-    common, used = shared_ids(params, paths, llm, gdm)
+    fold_ids = sorted(set().union(*(folds["methods"][m] for m, _ in variants if m in folds["methods"])))
+    lost = lost_with_reasons(fold_ids, text_set, struct_set, llm, gdm)
     clusters = folds.get("clusters", {})
     plans, jobs = [], []
     for method, layers in variants:
         if method not in folds["methods"]:
-            raise ValueError(f"{paths.folds} has no folds for method {method!r}; add it to analysis.methods")
+            raise InputError(f"{paths.folds} has no folds for method {method!r}; add it to analysis.methods")
         align = dataclasses.replace(params.align, structure_layers=int(layers))
         config = head_config(align, text_set.vectors.shape[1], struct_set.vectors.shape[1])
-        assignment = {i: f for i, f in folds["methods"][method].items() if i in common}
+        assignment = {i: f for i, f in folds["methods"][method].items() if i not in lost}
         ids = sorted(assignment)
         k = int(folds["k"])
         fold_of = np.array([assignment[i] for i in ids])
@@ -135,7 +138,7 @@ def _fit_variants(
                 test, val = fold_of == f, fold_of == (f + 1) % k
                 train = ~(test | val)
                 if min(test.sum(), val.sum(), train.sum()) < 2:
-                    raise ValueError(
+                    raise InputError(
                         f"fold {f} ({method}) has {test.sum()} test / {val.sum()} val / {train.sum()} train "
                         "proteins; need >= 2 each (fewer analysis.folds?)"
                     )
@@ -177,11 +180,11 @@ def _fit_variants(
             }
         )  # fmt: skip
         out[variant] = (metrics, table)
-    return out, used
+    return out, {"n_fold_proteins": len(fold_ids), "n_lost": len(lost), "lost": lost}
 
 
 def _assemble(
-    params: Params, llm: str, gdm: str, layers: int, methods: list[str], fitted: dict, used: list[str]
+    params: Params, llm: str, gdm: str, layers: int, methods: list[str], fitted: dict, losses: dict[str, Any]
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """One head depth's metrics file (every method, the first one flattened for `dvc metrics show`) and table."""
     a = params.analysis
@@ -191,7 +194,7 @@ def _assemble(
         "structure_layers": int(layers),
         "methods": {m: fitted[(m, int(layers))][0] for m in methods},
     }
-    metrics.update({"seeds": list(a.seeds), "ci": a.ci, "n_boot": a.n_boot, "shared_embedding_sets": used})
+    metrics.update({"seeds": list(a.seeds), "ci": a.ci, "n_boot": a.n_boot, **losses})
     # flat copies of the primary method's numbers for `dvc metrics show` / `dvc exp show`
     primary = metrics["methods"][methods[0]]
     metrics["alignment_score"] = primary["alignment_score"]["estimate"]
@@ -205,8 +208,8 @@ def crossval(
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Metrics per method + per-protein table (seed means) for one pair; `layers` overrides the head depth."""
     layers = params.align.structure_layers if layers is None else int(layers)
-    fitted, used = _fit_variants(params, paths, llm, gdm, [(m, layers) for m in methods])
-    return _assemble(params, llm, gdm, layers, list(methods), fitted, used)
+    fitted, losses = _fit_variants(params, paths, llm, gdm, [(m, layers) for m in methods])
+    return _assemble(params, llm, gdm, layers, list(methods), fitted, losses)
 
 
 def _write(paths: Paths, llm: str, gdm: str, variant: str, metrics: dict, table: pd.DataFrame) -> None:
@@ -226,7 +229,7 @@ def run(params: Params, paths: Paths, llm: str, gdm: str) -> dict[str, Any]:
     _write(paths, llm, gdm, "", metrics, table)
     print(f"crossval {pair_id(llm, gdm)}: " + ", ".join(
         f"{m} {v['alignment_score']['estimate']:.4f}" for m, v in metrics["methods"].items()
-    ))  # fmt: skip
+    ) + f"; {loss_line(metrics['n_fold_proteins'], metrics['lost'], 'fold')}")  # fmt: skip
     return metrics
 
 
@@ -236,22 +239,23 @@ def run_depths(params: Params, paths: Paths, llm: str, gdm: str) -> dict[int, di
     already fitted it (same folds, seeds and head config under the primary method), so those numbers are reused."""
     depths = [int(d) for d in params.analysis.depths]
     if not depths or any(not 1 <= d <= MAX_STRUCTURE_LAYERS for d in depths) or len(set(depths)) < len(depths):
-        raise ValueError(f"analysis.depths must be distinct values in 1..{MAX_STRUCTURE_LAYERS}, got {depths}")
+        raise InputError(f"analysis.depths must be distinct values in 1..{MAX_STRUCTURE_LAYERS}, got {depths}")
     primary = params.split.method
     reuse = params.align.structure_layers if paths.cv_metrics(llm, gdm).exists() else None
     refit = [d for d in depths if d != reuse]
-    fitted, used = _fit_variants(params, paths, llm, gdm, [(primary, d) for d in refit]) if refit else ({}, [])
+    fitted, losses = _fit_variants(params, paths, llm, gdm, [(primary, d) for d in refit]) if refit else ({}, {})
     out = {}
     for d in depths:
         if d in refit:
-            metrics, table = _assemble(params, llm, gdm, d, [primary], fitted, used)
+            metrics, table = _assemble(params, llm, gdm, d, [primary], fitted, losses)
         else:
             metrics, table = _from_crossval(params, paths, llm, gdm)
         _write(paths, llm, gdm, f"L{d}", metrics, table)
         out[d] = metrics
+    last = out[depths[-1]]
     print(f"head_depth {pair_id(llm, gdm)}: " + ", ".join(
         f"{d} layer(s) {m['methods'][primary]['alignment_score']['estimate']:.4f}" for d, m in out.items()
-    ))  # fmt: skip
+    ) + f"; {loss_line(last['n_fold_proteins'], last['lost'], 'fold')}")  # fmt: skip
     return out
 
 
@@ -261,7 +265,7 @@ def _from_crossval(params: Params, paths: Paths, llm: str, gdm: str) -> tuple[di
     full = read_json(paths.cv_metrics(llm, gdm))
     primary = params.split.method
     if full.get("structure_layers") != params.align.structure_layers or primary not in full["methods"]:
-        raise ValueError(f"{paths.cv_metrics(llm, gdm)} is stale (rerun crossval@{pair_id(llm, gdm)})")
+        raise InputError(f"{paths.cv_metrics(llm, gdm)} is stale (rerun crossval@{pair_id(llm, gdm)})")
     metrics = {**full, "methods": {primary: full["methods"][primary]}}
     table = pd.read_csv(
         paths.cv_per_protein(llm, gdm), dtype={"id": str, "cluster": str}, keep_default_na=False

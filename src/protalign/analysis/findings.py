@@ -307,7 +307,8 @@ def run(params: Params, paths: Paths) -> list[Block]:
         Block(
             "p",
             f"{len(pairs(params))} pair(s) ({', '.join(params.pair_llms())} x "
-            f"{', '.join(params.structure.gdms)}) on {n} proteins shared by every model; {params.analysis.folds}"
+            f"{', '.join(params.structure.gdms)}); pairs are compared on the {n} proteins every pair scored (each "
+            f"pair's own count and losses: `n_proteins`, `n_lost` in metrics/cv); {params.analysis.folds}"
             f"-fold cross-validation of the heads (folds by `{primary}`; also {list(params.analysis.methods)}), "
             f"seeds {list(params.analysis.seeds)}, {params.analysis.ci:.0%} bootstrap intervals over "
             f"proteins (over MMseqs2 clusters under the cluster method), {params.analysis.correction} "

@@ -17,8 +17,9 @@ import numpy as np
 import pandas as pd
 
 from protalign.analysis import plots, stats
-from protalign.analysis.clusters import cluster_column
 from protalign.analysis.report import pairs
+from protalign.corpus.clusters import cluster_column
+from protalign.errors import MissingArtifactError
 from protalign.params import Params
 from protalign.paths import Paths, pair_id
 from protalign.storage import write_text
@@ -81,7 +82,7 @@ def read_cv_scores(params: Params, paths: Paths, method: str, column: str = SCOR
     for llm, gdm in pairs(params):
         path = paths.cv_per_protein(llm, gdm)
         if not path.exists():
-            raise FileNotFoundError(f"no cross-validation scores for {llm}/{gdm} at {path} (run crossval)")
+            raise MissingArtifactError(f"no cross-validation scores for {llm}/{gdm} at {path} (run crossval)")
         table = pd.read_csv(path, dtype={"id": str})
         table = table[table["method"] == method]
         if table.empty:
@@ -151,7 +152,7 @@ def binned(
 def run(params: Params, paths: Paths) -> pd.DataFrame:
     for need in (paths.proteins, paths.clusters):
         if not need.exists():
-            raise FileNotFoundError(f"no {need} (run prepare / cluster first)")
+            raise MissingArtifactError(f"no {need} (run prepare / cluster first)")
     identities = list(params.cluster.identities)
     props = property_table(pd.read_parquet(paths.proteins), pd.read_parquet(paths.clusters), identities)
     columns = property_columns(identities)

@@ -26,6 +26,7 @@ from typing import Any
 import pandas as pd
 
 from protalign.analysis import plots
+from protalign.errors import InputError, ToolError
 from protalign.paths import Paths, split_pair
 from protalign.storage import write_text
 
@@ -74,20 +75,20 @@ def exp_show_json(root: Path, source: Path | None = None) -> list[dict]:
         try:
             res = subprocess.run(["dvc", "exp", "show", "--json"], cwd=root, capture_output=True, text=True)
         except FileNotFoundError as exc:
-            raise RuntimeError("`dvc` is not on PATH (activate the project's environment)") from exc
+            raise ToolError("`dvc` is not on PATH (activate the project's environment)") from exc
         if res.returncode != 0:
-            raise RuntimeError(
+            raise ToolError(
                 f"`dvc exp show --json` failed ({res.returncode}): {res.stderr.strip()[-2000:]}"
             )
         text = res.stdout
     try:
         states = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ValueError(
+        raise InputError(
             f"not JSON from `dvc exp show --json`{f' ({source})' if source else ''}: {exc}"
         ) from exc
     if not isinstance(states, list) or not all(isinstance(s, dict) and "rev" in s for s in states):
-        raise ValueError(
+        raise InputError(
             "unexpected `dvc exp show --json` structure: expected a list of {rev, name, data, ...}"
         )
     return states

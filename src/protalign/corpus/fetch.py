@@ -19,6 +19,7 @@ from pathlib import Path
 
 from protalign.corpus import bundled, local
 from protalign.corpus.fasta import derive_entities, format_fasta, parse_fasta
+from protalign.errors import MissingArtifactError, ToolError
 from protalign.paths import Paths
 from protalign.storage import atomic_path
 
@@ -180,7 +181,7 @@ def run_dvc_add(root: Path) -> None:
         [sys.executable, "-m", "dvc", "add", "data"], cwd=root, capture_output=True, text=True
     )
     if proc.returncode != 0:
-        raise RuntimeError(f"`dvc add data` failed in {root}:\n{proc.stdout[-1500:]}\n{proc.stderr[-1500:]}")
+        raise ToolError(f"`dvc add data` failed in {root}:\n{proc.stdout[-1500:]}\n{proc.stderr[-1500:]}")
 
 
 def run(
@@ -193,7 +194,7 @@ def run(
     """
     source = str(source)
     if source not in ("bundled", "rcsb") and not Path(source).is_dir():
-        raise FileNotFoundError(f"--source {source!r}: expected 'bundled', 'rcsb' or an existing folder")
+        raise MissingArtifactError(f"--source {source!r}: expected 'bundled', 'rcsb' or an existing folder")
     if source not in ("bundled", "rcsb") and Path(source).resolve() == paths.data.resolve():
         raise ValueError("--source must not be the data/ folder it would replace")
     with atomic_path(paths.data) as tmp:

@@ -10,6 +10,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from protalign.errors import MissingArtifactError
+
 # extension -> (format, gzipped); anything else is reported, not guessed
 EXTENSIONS = {
     ".pdb": ("pdb", False),
@@ -75,7 +77,7 @@ def scan_folder(folder: str | Path) -> tuple[list[LocalFile], list[dict[str, str
     """Entries (first file wins per id, in sorted name order) and skips (`file`, `id`, `reason`)."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"--source {folder}: not a folder")
+        raise MissingArtifactError(f"--source {folder}: not a folder")
     struct_dir = folder / "structures" if (folder / "structures").is_dir() else folder
     fasta_dir = folder / "fasta"
     entries: list[LocalFile] = []

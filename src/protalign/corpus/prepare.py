@@ -2,18 +2,22 @@
 
 Entries are parsed in worker processes (gemmi is single-threaded; ~55 files/s per core on the 815-entry corpus) and
 streamed, in id order, into the store writer, so memory stays bounded and the output bytes depend only on the
-input. Unusable entries never stop the run: each one becomes a row of skipped.csv with its reason.
+input. Unusable entries are rows of skipped.csv with their reason; the stage fails (after writing skipped.csv) when
+their share exceeds `prepare.max_skipped_fraction`. Each entry's coordinates are hashed (`coord_hash`), and an entry
+whose coordinates equal an earlier id's names it in `duplicate_of`, so split and folds keep the copies together.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import math
 import multiprocessing
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
@@ -26,6 +30,7 @@ from protalign.corpus.structures import (
     StructureError,
     parse_structure,
 )
+from protalign.errors import InputError, MissingArtifactError, check_losses
 from protalign.storage import atomic_path, write_text
 
 MANIFEST_COLUMNS = ("id", "structure_file", "fasta_file", "format", "source")
@@ -48,6 +53,8 @@ SCHEMA = pa.schema(
         ("title", pa.string()),
         ("classification", pa.string()),
         ("structure_file", pa.string()),
+        ("coord_hash", pa.string()),
+        ("duplicate_of", pa.string()),
     ]
 )
 NUCLEIC = set("ACGTUNIX")
@@ -63,15 +70,15 @@ def read_fasta(path: Path) -> list[FastaEntity]:
 def read_manifest(path: Path) -> list[dict[str, str]]:
     """Manifest rows sorted by id; missing columns or duplicate ids are errors (they mean a broken fetch)."""
     if not path.exists():
-        raise FileNotFoundError(f"no manifest at {path} (run `protalign fetch` first)")
+        raise MissingArtifactError(f"no manifest at {path} (run `protalign fetch` first)")
     rows = list(csv.DictReader(io.StringIO(path.read_text()), delimiter="\t"))
     missing = [c for c in MANIFEST_COLUMNS if rows and c not in rows[0]]
     if missing:
-        raise ValueError(f"{path}: missing column(s) {missing}; need {list(MANIFEST_COLUMNS)}")
+        raise InputError(f"{path}: missing column(s) {missing}; need {list(MANIFEST_COLUMNS)}")
     ids = [r["id"].strip() for r in rows]
     dup = sorted({i for i in ids if ids.count(i) > 1}) if len(set(ids)) != len(ids) else []
     if dup:
-        raise ValueError(f"{path}: duplicate id(s) {dup[:5]}")
+        raise InputError(f"{path}: duplicate id(s) {dup[:5]}")
     return sorted(rows, key=lambda r: r["id"].strip())
 
 
@@ -167,6 +174,33 @@ def process_entry(task: tuple[dict[str, str], str, Any]) -> tuple[str, Any, Any]
         )
 
 
+def coord_hash(structure: ProteinStructure) -> str:
+    """sha256 of the coordinates in canonical bytes (little-endian float32 CA, int64 atom offsets, float32 atoms)."""
+    h = hashlib.sha256()
+    for name, array, dtype in (
+        ("ca", structure.ca, "<f4"),
+        ("ptr", structure.atom_ptr, "<i8"),
+        ("xyz", structure.xyz, "<f4"),
+    ):
+        data = np.ascontiguousarray(array, dtype=dtype)
+        h.update(f"{name}:{data.shape}".encode())
+        h.update(data.tobytes())
+    return h.hexdigest()
+
+
+def mark_duplicates(rows: list[dict[str, Any]]) -> int:
+    """Set `duplicate_of` = the first id (in id order) with the same coord_hash ('' for the first); count copies."""
+    first: dict[str, str] = {}
+    n = 0
+    for row in sorted(rows, key=lambda r: r["id"]):
+        row["duplicate_of"] = first.setdefault(row["coord_hash"], row["id"])
+        if row["duplicate_of"] == row["id"]:
+            row["duplicate_of"] = ""
+        else:
+            n += 1
+    return n
+
+
 def _results(tasks: list, workers: int):
     if workers <= 1 or len(tasks) < 2 * workers:
         yield from map(process_entry, tasks)
@@ -205,19 +239,30 @@ def run(params: Any, paths: Any, workers: int | None = None) -> dict[str, int]:
             if status == "ok":
                 assert isinstance(structure, ProteinStructure)
                 writer.add(structure)
-                kept.append(item)
+                kept.append({**item, "coord_hash": coord_hash(structure)})
             else:
                 skipped.append(item)
     except BaseException:
         writer.abort()
         raise
+    write_skipped(paths.skipped, skipped)  # first: the reasons must be readable when a check below fails
     if not kept:
         writer.abort()
-        raise RuntimeError(
-            f"prepare: none of {len(rows)} manifest entries is usable; see reasons: {skipped[:5]}"
+        raise InputError(
+            f"prepare: none of {len(rows)} manifest entries is usable; reasons in {paths.skipped}"
         )
+    try:
+        check_losses(
+            "prepare", [r for _, _, r in skipped], len(rows), cfg.max_skipped_fraction, str(paths.skipped)
+        )
+    except InputError:
+        writer.abort()
+        raise
     writer.close()
+    n_dup = mark_duplicates(kept)
     write_proteins(paths.proteins, kept)
-    write_skipped(paths.skipped, skipped)
-    print(f"prepare: {len(kept)} entries kept, {len(skipped)} skipped (see {paths.skipped})")
-    return {"kept": len(kept), "skipped": len(skipped)}
+    print(
+        f"prepare: {len(kept)} entries kept, {len(skipped)} skipped (see {paths.skipped}); "
+        f"{n_dup} share their coordinates with another id (column duplicate_of)"
+    )
+    return {"kept": len(kept), "skipped": len(skipped), "duplicates": n_dup}

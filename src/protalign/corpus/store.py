@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from protalign.errors import MissingArtifactError
 from protalign.storage import atomic_path
 
 AA_ORDER = "ACDEFGHIKLMNPQRSTVWY"
@@ -173,7 +174,7 @@ class StructureStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         if not (self.path / META_FILE).exists():
-            raise FileNotFoundError(f"no structure store at {self.path} (has the prepare stage run?)")
+            raise MissingArtifactError(f"no structure store at {self.path} (has the prepare stage run?)")
         meta = json.loads((self.path / META_FILE).read_text())
         if meta.get("format_version") != FORMAT_VERSION:
             raise ValueError(

@@ -27,6 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from protalign.devices import resolve_device
+from protalign.errors import MissingArtifactError, check_losses
 from protalign.storage import EmbeddingSet, file_sha256, save_embeddings
 from protalign.structure.registry import POOLINGS, Sample, StructureEncoder, to_device
 from protalign.structure.train import _open_store, load_checkpoint, set_threads
@@ -169,7 +170,7 @@ def run(params, paths, gdm: str) -> dict[str, Any]:
     set_threads(params)
     model_path = paths.structure_model(gdm)
     if not model_path.exists():
-        raise FileNotFoundError(f"{model_path} not found (has train_structure@{gdm} run?)")
+        raise MissingArtifactError(f"{model_path} not found (has train_structure@{gdm} run?)")
     encoder, payload = load_checkpoint(model_path)
     pooling = params.structure.pooling
     if pooling not in POOLINGS:
@@ -200,6 +201,8 @@ def run(params, paths, gdm: str) -> dict[str, Any]:
     skipped += failed
     for s in skipped:
         log.warning("embed_structure@%s: skipped %s (%s)", gdm, s["id"], s["reason"])
+    limit = params.prepare.max_skipped_fraction
+    check_losses(f"embed_structure@{gdm}", [s["reason"] for s in skipped], len(ids), limit)
     kept = [i for i in ids if i in vectors]
     array = np.stack([vectors[i] for i in kept]) if kept else np.zeros((0, encoder.dim), np.float32)
     meta = {

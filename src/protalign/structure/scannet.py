@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from protalign.errors import MissingArtifactError
 from protalign.structure import scannet_frames as sf
 from protalign.structure.registry import Batch, Sample, StructureEncoder
 
@@ -278,7 +279,7 @@ class ScanNetEncoder(StructureEncoder):
         if self.config.get("weights"):
             path = Path(self.config.pop("weights"))
             if not path.is_file():
-                raise FileNotFoundError(
+                raise MissingArtifactError(
                     f"structure.scannet.weights: {path} not found (ScanNet's models/ folder)"
                 )
             load_keras_h5(self.net, path)

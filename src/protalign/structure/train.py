@@ -21,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from protalign.devices import resolve_device
+from protalign.errors import MissingArtifactError
 from protalign.storage import atomic_path, read_json
 from protalign.structure import registry, tasks
 from protalign.structure.registry import Sample, StructureEncoder
@@ -249,7 +250,7 @@ def load_external(path: str | Path, gdm: str, params) -> tuple[StructureEncoder,
     """Encoder from a checkpoint file: our format (must be for `gdm`), or a bare state dict for `params`' model."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"structure.weights: checkpoint {path} not found")
+        raise MissingArtifactError(f"structure.weights: checkpoint {path} not found")
     payload = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(payload, dict) and "format" in payload:
         if payload.get("gdm") != gdm and payload.get("encoder") != registry.encoder_class(gdm).name:

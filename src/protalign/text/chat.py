@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from protalign.errors import ToolError
 from protalign.storage import write_json
 
 log = logging.getLogger(__name__)
@@ -140,7 +141,7 @@ class ChatWriter:
             env = self.params.api_key_env
             key = os.environ.get(env) if env else NO_KEY
             if not key:
-                raise RuntimeError(
+                raise ToolError(
                     f"summarize.writer is chat but the environment variable {env} is not set (put the API key "
                     "there; for a server that needs no key set summarize.chat.api_key_env: null)"
                 )
@@ -176,7 +177,7 @@ class ChatWriter:
                 completion = self.client().chat.completions.create(**req)
             except transient as err:
                 if attempt == self.params.max_retries:
-                    raise RuntimeError(
+                    raise ToolError(
                         f"chat endpoint {self.params.base_url}: still failing after {attempt + 1} attempts "
                         f"({type(err).__name__}); answers so far are cached, re-run to resume"
                     ) from err
@@ -187,7 +188,7 @@ class ChatWriter:
             except (openai.BadRequestError, openai.UnprocessableEntityError) as err:
                 return None, attempt + 1, f"rejected_{err.status_code}"
             except openai.APIStatusError as err:  # 401/403/404: every request would fail the same way
-                raise RuntimeError(
+                raise ToolError(
                     f"chat endpoint {self.params.base_url} answered {err.status_code} for model "
                     f"{self.params.model!r} (check the key in ${self.params.api_key_env} and the model name)"
                 ) from None

@@ -24,6 +24,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from protalign.errors import MissingArtifactError, check_losses
 from protalign.storage import EmbeddingSet, save_embeddings
 from protalign.text.llms import POOLINGS, LoadedLLM, get_spec, load_llm
 
@@ -199,7 +200,7 @@ def embed_texts(
 
 def read_summaries(path: Path) -> pd.DataFrame:
     if not path.exists():
-        raise FileNotFoundError(f"no summaries at {path} (has the summarize stage run?)")
+        raise MissingArtifactError(f"no summaries at {path} (has the summarize stage run?)")
     frame = pd.read_parquet(path)
     missing = {"id", "text"} - set(frame.columns)
     if missing:
@@ -237,6 +238,8 @@ def run(
     text = frame["text"].fillna("").astype(str)
     empty = text.str.strip() == ""
     skipped = [{"id": i, "reason": "empty summary text"} for i in frame.loc[empty, "id"]]
+    limit = params.prepare.max_skipped_fraction
+    check_losses(f"embed_text@{llm}", [s["reason"] for s in skipped], len(frame), limit)
     frame, text = frame.loc[~empty], text.loc[~empty]
     if frame.empty:
         raise ValueError(f"no non-empty summaries in {paths.summaries}")

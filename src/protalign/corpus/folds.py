@@ -11,9 +11,15 @@ from __future__ import annotations
 
 from typing import Any
 
-import pyarrow.parquet as pq
-
-from protalign.corpus.split import METHODS, kfold, load_clusters
+from protalign.corpus.split import (
+    METHODS,
+    duplicate_summary,
+    kfold,
+    load_clusters,
+    load_ids_and_hashes,
+    merge_groups,
+)
+from protalign.errors import InputError
 from protalign.params import Params
 from protalign.paths import Paths
 from protalign.storage import write_json
@@ -23,10 +29,9 @@ def run(params: Params, paths: Paths) -> dict[str, Any]:
     a = params.analysis
     unknown = [m for m in a.methods if m not in METHODS]
     if unknown or not a.methods:
-        raise ValueError(f"analysis.methods must be a non-empty subset of {METHODS}, got {list(a.methods)}")
-    if not paths.proteins.exists():
-        raise FileNotFoundError(f"no {paths.proteins} (run the prepare stage first)")
-    ids = sorted(str(i) for i in pq.read_table(paths.proteins, columns=["id"]).column("id").to_pylist())
+        raise InputError(f"analysis.methods must be a non-empty subset of {METHODS}, got {list(a.methods)}")
+    ids, hashes = load_ids_and_hashes(paths)
+    ids = sorted(ids)
     clusters = load_clusters(paths, params.split.cluster_identity)
     methods = sorted(set(a.methods) | {params.split.method})
     out = {
@@ -34,10 +39,11 @@ def run(params: Params, paths: Paths) -> dict[str, Any]:
         "seed": int(params.split.seed),
         "cluster_identity": float(params.split.cluster_identity),
         "methods": {
-            m: kfold(ids, int(a.folds), int(params.split.seed), clusters if m == "cluster" else None)
+            m: kfold(ids, int(a.folds), int(params.split.seed), clusters if m == "cluster" else None, hashes)
             for m in methods
         },
-        "clusters": {i: clusters[i] for i in ids},
+        "clusters": merge_groups(ids, {i: clusters[i] for i in ids}, hashes),  # the cluster folds' units
     }
     write_json(paths.folds, out)
+    print(f"folds: {a.folds} per method {methods}; {duplicate_summary(hashes)}")
     return out
