@@ -6,6 +6,7 @@ import argparse
 import importlib
 import logging
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -60,6 +61,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if os.environ.get("PROTALIGN_AUDIT_OPENS"):  # tests: log every project file this command opens
+        from protalign import audit
+
+        audit.install(os.environ["PROTALIGN_AUDIT_OPENS"], shlex.join(["protalign", *(argv or sys.argv[1:])]))
     args = _parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
