@@ -132,6 +132,12 @@ def test_write_fills_a_foreach_template_and_keeps_data_deps(tmp_path):
                 - src/protalign/a
               outs:
                 - out/${item}
+          bare:
+            cmd: protalign go --x 1
+            deps:
+              - in/1.txt  # no code deps yet
+            outs:
+              - out/1
           other:
             cmd: python tool.py
             deps:
@@ -145,11 +151,18 @@ def test_write_fills_a_foreach_template_and_keeps_data_deps(tmp_path):
             "params.py", "paths.py",
         )),
         "go: extra src/protalign/a",
+        "bare: missing " + ", ".join(f"src/protalign/{f}" for f in (
+            "__init__.py", "a/__init__.py", "a/helper.py", "a/lazy.py", "a/stage.py", "b/__init__.py",
+            "b/impl_x.py", "b/impl_y.py", "b/registry.py", "c/deep.py", "d/__init__.py", "d/e.py",
+            "params.py", "paths.py",
+        )),
         "other: extra src/protalign/unused.py",
     ]
     assert dag_deps.main(["--write", "--root", str(tmp_path)]) == 0
     text = (tmp_path / "dvc.yaml").read_text()
     assert "        - in/${item}.txt    # data\n        - src/protalign/__init__.py\n" in text
+    assert "      - in/1.txt  # no code deps yet\n      - src/protalign/__init__.py\n" in text
+    assert "      - src/protalign/paths.py\n    outs:\n      - out/1\n" in text
     assert text.endswith("    deps:\n      - in\n")  # the other stage runs no protalign module: no code deps
     assert "# a template: one module for every item" in text
     assert dag_deps.problems(tmp_path) == []
