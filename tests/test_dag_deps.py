@@ -182,11 +182,20 @@ def test_audit_hook_logs_project_opens_listings_and_forked_children(tmp_path):
     (tmp_path / "r.txt").write_text("x")
     code = textwrap.dedent(f"""
         import os
+        import shutil
+        import pandas as pd
+        import pyarrow.parquet as pq
         from protalign.audit import install
+        pd.DataFrame({{"a": [1]}}).to_parquet("p.parquet")
         install({str(log)!r}, "protalign demo")
+        pd.read_parquet("p.parquet")  # Arrow reads in C++: the wrapper raises the event
+        pq.read_table("p.parquet", columns=["a"])
         open("r.txt").read()
         open("w.txt", "w").write("y")
         os.listdir("d")
+        os.makedirs("t/sub")
+        open("t/sub/f", "w").close()
+        shutil.rmtree("t")  # opens "sub" relative to a folder descriptor: must not be logged as ./sub
         open({sys.executable!r}, "rb").close()  # outside the working directory: not logged
         pid = os.fork()
         if pid == 0:
@@ -201,7 +210,7 @@ def test_audit_hook_logs_project_opens_listings_and_forked_children(tmp_path):
     got = {(r["event"], os.path.relpath(r["path"], root), r["write"]) for r in rows}
     assert got == {
         ("open", "r.txt", False), ("open", "w.txt", True), ("os.listdir", "d", False),
-        ("open", "child.txt", True),
+        ("open", "child.txt", True), ("open", "t/sub/f", True), ("open", "t", False), ("open", "p.parquet", False),
     }
     assert {r["cmd"] for r in rows} == {"protalign demo"}
 
