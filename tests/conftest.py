@@ -99,6 +99,7 @@ def pipeline_run(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) ->
         env.pop(key, None)
     # share downloads and converted model files across the session (never the developer's own cache)
     env["PROTALIGN_CACHE"] = str(session_cache(tmp_path_factory))
+    env["PROTALIGN_AUDIT_OPENS"] = str(base / "audit-opens.jsonl")  # files each command opens (test_dag_audit.py)
     run = PipelineRun(root=root, env=env, repro_log="", ids=ids)
     for cmd in (
         ["git", "init", "-q"],

@@ -6,6 +6,7 @@ import argparse
 import importlib
 import logging
 import os
+import shlex
 import sys
 import traceback
 from pathlib import Path
@@ -66,6 +67,10 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run one command. Only `UserError` becomes a one-line message (exit 2); any other exception is a bug and
     propagates with its traceback. `-v` prints the traceback of a UserError too."""
+    if os.environ.get("PROTALIGN_AUDIT_OPENS"):  # tests: log every project file this command opens
+        from protalign import audit
+
+        audit.install(os.environ["PROTALIGN_AUDIT_OPENS"], shlex.join(["protalign", *(argv or sys.argv[1:])]))
     args = _parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
