@@ -35,6 +35,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -149,7 +150,11 @@ def timed(fn, mem: bool):
     return out, dt, 0
 
 
-def main() -> None:
+KEYS = ("graph", "line", "forward")
+SIDES = ("torchdrug", "protalign")
+
+
+def parse_args() -> tuple[argparse.Namespace, list[int]]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=30, help="number of proteins")
     ap.add_argument("--hidden", default="512x6", help="hidden dims as DxL (e.g. 512x6) or comma list")
@@ -162,116 +167,134 @@ def main() -> None:
     args = ap.parse_args()
     hidden = ([int(args.hidden.split("x")[0])] * int(args.hidden.split("x")[1]) if "x" in args.hidden
               else [int(h) for h in args.hidden.split(",")])  # fmt: skip
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    mem = not args.no_memory
+    return args, hidden
 
-    with tempfile.TemporaryDirectory() as tmp:
-        proteins, skipped = parse_td(
-            pick_ids(args.n, args.max_residues, args.min_residues), args.n, Path(tmp)
-        )
-    td = td_model(hidden)
-    randomise(td, args.seed)
-    td.eval()
-    enc = GearNetEncoder({"hidden_dims": hidden, "readout": "sum"}).eval()
-    load_torchdrug_state_dict(enc, td.state_dict())
-    build = construction()
 
-    def td_graph(p):
-        return build(data.Protein.pack([p]))
+class Steps:
+    """Each side's steps on one protein: TorchDrug's graph and forward, and protalign's on TorchDrug's nodes."""
 
-    def td_forward(g):
-        return td(g, g.node_feature.float())["graph_feature"]
+    def __init__(self, td, enc: GearNetEncoder, build) -> None:
+        self.td, self.enc, self.build = td, enc, build
 
-    def our_graph(g):  # residues as TorchDrug keeps them (Cα nodes), so both graphs are the same
+    def td_graph(self, p):
+        return self.build(data.Protein.pack([p]))
+
+    def td_forward(self, g):
+        return self.td(g, g.node_feature.float())["graph_feature"]
+
+    def our_graph(self, g):  # residues as TorchDrug keeps them (Cα nodes), so both graphs are the same
         sym = g.node_feature.argmax(1)
-        s = enc.make_sample("x", sym, g.residue_type, g.node_position.float(), g.chain_id)
+        s = self.enc.make_sample("x", sym, g.residue_type, g.node_position.float(), g.chain_id)
         s["edge_feature"] = gg.edge_features(s["edge_index"], s["relation"], s["rtype"], s["pos"], 7)
         return s
 
-    def our_forward(s):
+    def our_forward(self, s):
+        enc = self.enc
         batch = enc.collate([s])
         x = torch.nn.functional.one_hot(batch["symbol"], 21).float()
         line = gg.line_graph(batch["edge_index"], batch["pos"], s["num_nodes"], enc.net.num_angle_bin)
         feats = enc.net(x, batch["edge_index"], batch["relation"], s["edge_feature"], line)
         return feats.sum(0, keepdim=True)
 
-    # warm-up (lazy init, allocator) on the smallest protein, untimed
-    with torch.no_grad():
-        g = td_graph(proteins[0][1])
-        td_forward(g)
-        our_forward(our_graph(g))
+    def time_side(self, side: str, p, out: dict, mem: bool) -> tuple[tuple[float, float, float], int, int]:
+        """Time one side on protein `p` (graph, line graph, forward); its output goes to out[side], TorchDrug's
+        graph to out["td_graph"]. Returns (wall seconds per step, peak RSS rise of graph, of forward)."""
+        with torch.no_grad():
+            if side == "torchdrug":
+                g, dt_g, m_g = timed(lambda: self.td_graph(p), mem)
+                _, dt_l, _ = timed(lambda: self.td.spatial_line_graph(g), False)
+                res, dt_f, m_f = timed(lambda: self.td_forward(g), mem)
+                out["td_graph"] = g
+            else:
+                g0 = out["td_graph"] if "td_graph" in out else self.td_graph(p)  # inputs: TorchDrug's nodes
+                s, dt_g, m_g = timed(lambda: self.our_graph(g0), mem)
+                _, dt_l, _ = timed(lambda: gg.line_graph(s["edge_index"], s["pos"], s["num_nodes"], 8), False)
+                res, dt_f, m_f = timed(lambda: self.our_forward(s), mem)
+        out[side] = res
+        return (dt_g, dt_l, dt_f), m_g, m_f
 
-    keys = ("graph", "line", "forward")
-    sides = ("torchdrug", "protalign")
-    t = {s: {k: [] for k in keys} for s in sides}
-    cpu = {s: {k: [] for k in keys} for s in sides}
-    peak = {s: {"graph": 0, "forward": 0} for s in sides}
-    rows, max_abs, max_rel, other = [], 0.0, 0.0, []
+
+@dataclass
+class Measured:
+    """Per-step wall and CPU seconds per protein and side, peak RSS rises, per-protein rows, output agreement."""
+
+    t: dict = field(default_factory=lambda: {s: {k: [] for k in KEYS} for s in SIDES})
+    cpu: dict = field(default_factory=lambda: {s: {k: [] for k in KEYS} for s in SIDES})
+    peak: dict = field(default_factory=lambda: {s: {"graph": 0, "forward": 0} for s in SIDES})
+    rows: list = field(default_factory=list)
+    max_abs: float = 0.0
+    max_rel: float = 0.0
+    other: list = field(default_factory=list)  # (id, edges differing, output rel diff): not the same input
+
+
+def measure(proteins: list, steps: Steps, mem: bool) -> Measured:
+    """Both sides on every protein, interleaved (order alternating), outputs compared where graphs agree."""
+    m = Measured()
+    t = m.t
     for i, (pid, p) in enumerate(proteins):
-        order = sides if i % 2 == 0 else sides[::-1]
+        order = SIDES if i % 2 == 0 else SIDES[::-1]
         out = {}
         for side in order:
-            with torch.no_grad():
-                if side == "torchdrug":
-                    g, dt_g, m_g = timed(lambda p=p: td_graph(p), mem)
-                    _, dt_l, _ = timed(lambda g=g: td.spatial_line_graph(g), False)
-                    res, dt_f, m_f = timed(lambda g=g: td_forward(g), mem)
-                    out["td_graph"] = g
-                else:
-                    g0 = out["td_graph"] if "td_graph" in out else td_graph(p)  # inputs: TorchDrug's nodes
-                    s, dt_g, m_g = timed(lambda g0=g0: our_graph(g0), mem)
-                    _, dt_l, _ = timed(
-                        lambda s=s: gg.line_graph(s["edge_index"], s["pos"], s["num_nodes"], 8), False
-                    )
-                    res, dt_f, m_f = timed(lambda s=s: our_forward(s), mem)
-            out[side] = res
-            for k, v, c in zip(keys, (dt_g, dt_l, dt_f), CPU_SECONDS[-3:], strict=True):
+            dts, m_g, m_f = steps.time_side(side, p, out, mem)
+            for k, v, c in zip(KEYS, dts, CPU_SECONDS[-3:], strict=True):
                 t[side][k].append(v)
-                cpu[side][k].append(c)
-            peak[side]["graph"] = max(peak[side]["graph"], m_g)
-            peak[side]["forward"] = max(peak[side]["forward"], m_f)
+                m.cpu[side][k].append(c)
+            m.peak[side]["graph"] = max(m.peak[side]["graph"], m_g)
+            m.peak[side]["forward"] = max(m.peak[side]["forward"], m_f)
         want, got = out["torchdrug"], out["protalign"]
         d = float((got - want).abs().max())
         rel = d / max(float(want.abs().max()), 1e-30)
-        n_diff = edge_difference(out["td_graph"], our_graph(out["td_graph"]))
-        if n_diff:  # TorchDrug's CPU radius cap kept other neighbours (see edge_difference): not the same input
-            other.append((pid, n_diff, rel))
+        n_diff = edge_difference(out["td_graph"], steps.our_graph(out["td_graph"]))
+        # TorchDrug's CPU radius cap kept other neighbours (see edge_difference): not the same input
+        if n_diff:
+            m.other.append((pid, n_diff, rel))
         else:
-            max_abs, max_rel = max(max_abs, d), max(max_rel, rel)
+            m.max_abs, m.max_rel = max(m.max_abs, d), max(m.max_rel, rel)
         n_res, n_edge = int(out["td_graph"].num_node), int(out["td_graph"].num_edge)
-        rows.append({"id": pid, "residues": n_res, "edges": n_edge,
-                     **{f"{s}_{k}_s": round(t[s][k][-1], 5) for s in sides for k in keys}})  # fmt: skip
+        m.rows.append({"id": pid, "residues": n_res, "edges": n_edge,
+                       **{f"{s}_{k}_s": round(t[s][k][-1], 5) for s in SIDES for k in KEYS}})  # fmt: skip
         print(f"{i + 1}/{len(proteins)} {pid} {n_res} res {n_edge} edges: "
-              + ", ".join(f"{s} {k} {t[s][k][-1]:.3f}s" for s in sides for k in ("graph", "forward")),
+              + ", ".join(f"{s} {k} {t[s][k][-1]:.3f}s" for s in SIDES for k in ("graph", "forward")),
               file=sys.stderr, flush=True)  # fmt: skip
+    return m
 
-    n = len(proteins)
+
+def summarize(args: argparse.Namespace, hidden: list[int], m: Measured, skipped: dict[str, str]) -> dict:
+    """The JSON result: throughput per side and step, speedups, output agreement, per-protein rows."""
+    t, cpu, rows = m.t, m.cpu, m.rows
+    n = len(rows)
     residues = sum(r["residues"] for r in rows)
     summary = {}
-    for s in sides:
+    for s in SIDES:
         summary[s] = {}
-        for k in keys:
+        for k in KEYS:
             total = sum(t[s][k])
             summary[s][k] = {"seconds": round(total, 3), "proteins_per_s": round(n / total, 2),
                              "residues_per_s": round(residues / total, 1), "cpu_seconds": round(sum(cpu[s][k]), 3),
                              "proteins_per_cpu_s": round(n / sum(cpu[s][k]), 2)}  # fmt: skip
-        summary[s]["peak_rss_rise_mb"] = {k: round(v / 2**20, 1) for k, v in peak[s].items()}
-    speedup = {k: round(sum(t["torchdrug"][k]) / sum(t["protalign"][k]), 2) for k in keys}
-    speedup_cpu = {k: round(sum(cpu["torchdrug"][k]) / sum(cpu["protalign"][k]), 2) for k in keys}
-    both = {s: sum(t[s]["graph"]) + sum(t[s]["forward"]) for s in sides}
+        summary[s]["peak_rss_rise_mb"] = {k: round(v / 2**20, 1) for k, v in m.peak[s].items()}
+    speedup = {k: round(sum(t["torchdrug"][k]) / sum(t["protalign"][k]), 2) for k in KEYS}
+    speedup_cpu = {k: round(sum(cpu["torchdrug"][k]) / sum(cpu["protalign"][k]), 2) for k in KEYS}
+    both = {s: sum(t[s]["graph"]) + sum(t[s]["forward"]) for s in SIDES}
     speedup["graph+forward"] = round(both["torchdrug"] / both["protalign"], 2)
-    result = {
+    return {
         "hidden_dims": hidden, "threads": args.threads, "seed": args.seed, "proteins": n, "residues": residues,
         "residue_range": [min(r["residues"] for r in rows), max(r["residues"] for r in rows)],
         "load_average_at_end": [round(x, 2) for x in os.getloadavg()], "torch": torch.__version__,
         "cpu": platform.processor() or platform.machine(), "summary": summary, "speedup": speedup,
         "speedup_cpu_time": speedup_cpu,
-        "graph_feature_max_abs_diff": max_abs, "graph_feature_max_rel_diff": max_rel,
-        "different_graphs": [{"id": i, "edges_differing": k, "graph_feature_rel_diff": r} for i, k, r in other],
+        "graph_feature_max_abs_diff": m.max_abs, "graph_feature_max_rel_diff": m.max_rel,
+        "different_graphs": [{"id": i, "edges_differing": k, "graph_feature_rel_diff": r} for i, k, r in m.other],
         "skipped": skipped, "per_protein": rows,
     }  # fmt: skip
 
+
+def table(args: argparse.Namespace, result: dict, mem: bool) -> list[str]:
+    """The Markdown table (and its caption lines) printed at the end."""
+    summary, speedup, speedup_cpu = result["summary"], result["speedup"], result["speedup_cpu_time"]
+    n, residues = result["proteins"], result["residues"]
+    other = [(g["id"], g["edges_differing"], g["graph_feature_rel_diff"]) for g in result["different_graphs"]]
+    max_abs, max_rel = result["graph_feature_max_abs_diff"], result["graph_feature_max_rel_diff"]
     lines = [
         f"GearNet-Edge {args.hidden}, {n} proteins ({residues} residues, {result['residue_range'][0]}–"
         f"{result['residue_range'][1]} per protein), {args.threads} threads, batch size 1, load average at end "
@@ -290,11 +313,38 @@ def main() -> None:
                      f"{b['residues_per_s']} | {speedup[k]}× | {speedup_cpu[k]}× | {mem_col} |")  # fmt: skip
     lines += ["", f"graph + forward speedup {speedup['graph+forward']}×; graph-feature max abs diff {max_abs:.3g}, "
               f"max rel diff (vs max |x| per protein) {max_rel:.3g} over the {n - len(other)} proteins whose graphs "
-              f"are identical; skipped (TorchDrug parse): {len(skipped)}",
+              f"are identical; skipped (TorchDrug parse): {len(result['skipped'])}",
               f"{len(other)} proteins got other radius edges from TorchDrug's CPU torch_cluster (crowded centres, > 32 "
               f"neighbours within 10 Å; protalign follows the CUDA kernel that trained the released checkpoints): "
               + ", ".join(f"{i} ({k} edges, output rel diff {r:.2g})" for i, k, r in other)]  # fmt: skip
-    print("\n".join(lines))
+    return lines
+
+
+def main() -> None:
+    args, hidden = parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    mem = not args.no_memory
+
+    with tempfile.TemporaryDirectory() as tmp:
+        proteins, skipped = parse_td(
+            pick_ids(args.n, args.max_residues, args.min_residues), args.n, Path(tmp)
+        )
+    td = td_model(hidden)
+    randomise(td, args.seed)
+    td.eval()
+    enc = GearNetEncoder({"hidden_dims": hidden, "readout": "sum"}).eval()
+    load_torchdrug_state_dict(enc, td.state_dict())
+    steps = Steps(td, enc, construction())
+
+    # warm-up (lazy init, allocator) on the smallest protein, untimed
+    with torch.no_grad():
+        g = steps.td_graph(proteins[0][1])
+        steps.td_forward(g)
+        steps.our_forward(steps.our_graph(g))
+
+    result = summarize(args, hidden, measure(proteins, steps, mem), skipped)
+    print("\n".join(table(args, result, mem)))
     if args.out:
         args.out.write_text(json.dumps(result, indent=1) + "\n")
         print(f"wrote {args.out}")

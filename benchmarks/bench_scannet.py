@@ -28,7 +28,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from protalign.corpus.structures import StructureError, parse_structure
-    from protalign.structure.embed import _chunks
+    from protalign.structure.embed import sample_chunks
     from protalign.structure.scannet import ScanNetEncoder
 
     structures, parse_fail = [], 0
@@ -49,7 +49,7 @@ def main() -> None:
     t_feat = time.perf_counter() - t0
     t0 = time.perf_counter()
     with torch.inference_mode():
-        for chunk in _chunks(samples, args.batch_size, 20_000):
+        for chunk in sample_chunks(samples, args.batch_size, 20_000):
             enc.embed(enc.collate(chunk))
     t_fwd = time.perf_counter() - t0
     n = len(samples)

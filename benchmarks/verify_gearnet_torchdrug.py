@@ -94,17 +94,95 @@ def td_model(hidden):
                           batch_norm=True, concat_hidden=True, short_cut=True, readout="sum")  # fmt: skip
 
 
+def compare_key_lists() -> dict[str, list[int]]:
+    """TorchDrug's 6×512 state-dict keys and shapes (printed against ours)."""
+    big_td = {k: list(v.shape) for k, v in td_model([512] * 6).state_dict().items()}
+    big_ours = {k: list(v.shape) for k, v in GearNet([512] * 6).state_dict().items()}
+    print(f"6x512: TorchDrug {len(big_td)} keys, ours {len(big_ours)}; identical names+shapes+order:",
+          list(big_td.items()) == list(big_ours.items()))  # fmt: skip
+    return big_td
+
+
+def our_edges(pos: torch.Tensor, chain: torch.Tensor, ptr: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Our edges (index, relation) of every protein of the packed batch, offset to batch node numbers."""
+    ei_all, rel_all = [], []
+    for i in range(len(IDS)):
+        a, b = ptr[i], ptr[i + 1]
+        ei, rel = gg.build_edges(pos[a:b], chain[a:b])
+        ei_all.append(ei + int(a))
+        rel_all.append(rel)
+    return torch.cat(ei_all, 1), torch.cat(rel_all)
+
+
+def compare_graphs(graph, line, ei, rel, rtype, pos, ptr) -> tuple[torch.Tensor, torch.Tensor, list]:
+    """Print how our edges, edge features and line graph agree with TorchDrug's; returns (edge features, line
+    graph, TorchDrug's sorted edge list)."""
+    mine = sorted(zip(ei[0].tolist(), ei[1].tolist(), rel.tolist(), strict=True))
+    theirs = sorted(map(tuple, graph.edge_list.tolist()))
+    print("edge multiset identical:", mine == theirs, f"({len(mine)} vs {len(theirs)})")
+    ef = gg.edge_features(ei, rel, rtype, pos, 7)
+    lg = gg.line_graph(ei, pos, int(ptr[-1]), 8)
+    # compare edge features / line-graph relation histograms order-independently
+    key_td = {tuple(e): f for e, f in zip(graph.edge_list.tolist(), graph.edge_feature.float(), strict=True)}
+    ef_err = max(float((key_td[(s, t, r)] - f).abs().max()) for s, t, r, f in
+                 zip(ei[0].tolist(), ei[1].tolist(), rel.tolist(), ef, strict=True))  # fmt: skip
+    print("edge feature max abs diff:", ef_err)
+    print(
+        "line edges:",
+        lg.shape[1],
+        "vs",
+        int(line.num_edge),
+        "angle-bin histogram identical:",
+        torch.equal(torch.bincount(lg[2], minlength=8), torch.bincount(line.edge_list[:, 2], minlength=8)),
+    )
+    ours_edges = list(zip(ei[0].tolist(), ei[1].tolist(), rel.tolist(), strict=True))
+    td_edges = list(map(tuple, graph.edge_list.tolist()))
+    mine_l = sorted((ours_edges[a], ours_edges[b], c) for a, b, c in lg.t().tolist())
+    theirs_l = sorted((td_edges[a], td_edges[b], c) for a, b, c in line.edge_list.tolist())
+    print("line-graph (edge_in, edge_out, angle bin) multiset identical:", mine_l == theirs_l)
+    return ef, lg, theirs
+
+
+def check_study_size(graph, x, ei, rel, ef, lg) -> None:
+    """The same comparison at the study's size (6×512), printed, not stored."""
+    big = td_model([512] * 6)
+    randomise(big, SEED + 1)
+    big.eval()
+    ours_big = GearNet([512] * 6)
+    load_torchdrug_state_dict(ours_big, big.state_dict())
+    ours_big.eval()
+    with torch.no_grad():
+        want = big(graph, graph.node_feature.float())["node_feature"]
+        got = ours_big(x, ei, rel, ef, lg)
+    d = (got - want).abs().max().item()
+    print(
+        f"6x512 node: max |x| {want.abs().max().item():.4g}, max abs diff {d:.3g}, rel {d / want.abs().max().item():.3g}"
+    )
+
+
+def write_fixture(model, graph, line, ptr, theirs, td_node, td_graph, big_td) -> None:
+    """The CI fixture: TorchDrug's small model, its inputs, edges and outputs, and the 6×512 key list."""
+    symbol = graph.node_feature.float().argmax(1)
+    rtype, pos, chain = graph.residue_type, graph.node_position.float(), graph.chain_id
+    FIXTURE.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), FIXTURE / "torchdrug_gearnet_edge_32x32.pt")
+    arrays = {"ids": np.array(IDS), "ptr": ptr.astype(np.int64), "symbol": symbol.numpy().astype(np.int8),
+              "rtype": rtype.numpy().astype(np.int8), "pos": pos.numpy(), "chain": chain.numpy().astype(np.int16),
+              "resnum": graph.residue_number.numpy().astype(np.int32),
+              "edges": np.array(theirs, dtype=np.int32), "line_bins": torch.bincount(
+                  line.edge_list[:, 2], minlength=8).numpy(),
+              "node_feature": td_node.numpy(), "graph_feature": td_graph.numpy()}  # fmt: skip
+    np.savez_compressed(FIXTURE / "torchdrug_expected.npz", **arrays)
+    (FIXTURE / "torchdrug_keys_6x512.json").write_text(json.dumps(big_td, indent=0) + "\n")
+    print("wrote", sorted(p.name for p in FIXTURE.iterdir()))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--write", action="store_true", help="write the CI fixture")
     args = ap.parse_args()
     torch.manual_seed(SEED)
-
-    # --- 6×512 key list -------------------------------------------------------------------------------------
-    big_td = {k: list(v.shape) for k, v in td_model([512] * 6).state_dict().items()}
-    big_ours = {k: list(v.shape) for k, v in GearNet([512] * 6).state_dict().items()}
-    print(f"6x512: TorchDrug {len(big_td)} keys, ours {len(big_ours)}; identical names+shapes+order:",
-          list(big_td.items()) == list(big_ours.items()))  # fmt: skip
+    big_td = compare_key_lists()
 
     # --- small model on 3 real proteins ---------------------------------------------------------------------
     graph = td_graphs(IDS)
@@ -129,38 +207,10 @@ def main() -> None:
     ours = GearNet(HIDDEN)
     load_torchdrug_state_dict(ours, model.state_dict())
     ours.eval()
-    ei_all, rel_all = [], []
-    for i in range(len(IDS)):
-        a, b = ptr[i], ptr[i + 1]
-        ei, rel = gg.build_edges(pos[a:b], chain[a:b])
-        ei_all.append(ei + int(a))
-        rel_all.append(rel)
-    ei, rel = torch.cat(ei_all, 1), torch.cat(rel_all)
-    mine = sorted(zip(ei[0].tolist(), ei[1].tolist(), rel.tolist(), strict=True))
-    theirs = sorted(map(tuple, graph.edge_list.tolist()))
-    print("edge multiset identical:", mine == theirs, f"({len(mine)} vs {len(theirs)})")
+    ei, rel = our_edges(pos, chain, ptr)
     x = torch.nn.functional.one_hot(symbol, 21).float()
     assert torch.equal(x, graph.node_feature.float()), "node feature is not a one-hot"
-    ef = gg.edge_features(ei, rel, rtype, pos, 7)
-    lg = gg.line_graph(ei, pos, int(ptr[-1]), 8)
-    # compare edge features / line-graph relation histograms order-independently
-    key_td = {tuple(e): f for e, f in zip(graph.edge_list.tolist(), graph.edge_feature.float(), strict=True)}
-    ef_err = max(float((key_td[(s, t, r)] - f).abs().max()) for s, t, r, f in
-                 zip(ei[0].tolist(), ei[1].tolist(), rel.tolist(), ef, strict=True))  # fmt: skip
-    print("edge feature max abs diff:", ef_err)
-    print(
-        "line edges:",
-        lg.shape[1],
-        "vs",
-        int(line.num_edge),
-        "angle-bin histogram identical:",
-        torch.equal(torch.bincount(lg[2], minlength=8), torch.bincount(line.edge_list[:, 2], minlength=8)),
-    )
-    ours_edges = list(zip(ei[0].tolist(), ei[1].tolist(), rel.tolist(), strict=True))
-    td_edges = list(map(tuple, graph.edge_list.tolist()))
-    mine_l = sorted((ours_edges[a], ours_edges[b], c) for a, b, c in lg.t().tolist())
-    theirs_l = sorted((td_edges[a], td_edges[b], c) for a, b, c in line.edge_list.tolist())
-    print("line-graph (edge_in, edge_out, angle bin) multiset identical:", mine_l == theirs_l)
+    ef, lg, theirs = compare_graphs(graph, line, ei, rel, rtype, pos, ptr)
     with torch.no_grad():
         node = ours(x, ei, rel, ef, lg)
     graph_feat = torch.zeros(len(IDS), node.shape[1]).index_add_(
@@ -171,33 +221,9 @@ def main() -> None:
         print(f"{name}: max |x| {b.abs().max().item():.4g}, max abs diff {d:.3g}, "
               f"max rel diff (vs max |x|) {d / b.abs().max().item():.3g}")  # fmt: skip
 
-    # --- same check at the study's size (6×512), not stored --------------------------------------------------
-    big = td_model([512] * 6)
-    randomise(big, SEED + 1)
-    big.eval()
-    ours_big = GearNet([512] * 6)
-    load_torchdrug_state_dict(ours_big, big.state_dict())
-    ours_big.eval()
-    with torch.no_grad():
-        want = big(graph, graph.node_feature.float())["node_feature"]
-        got = ours_big(x, ei, rel, ef, lg)
-    d = (got - want).abs().max().item()
-    print(
-        f"6x512 node: max |x| {want.abs().max().item():.4g}, max abs diff {d:.3g}, rel {d / want.abs().max().item():.3g}"
-    )
-
+    check_study_size(graph, x, ei, rel, ef, lg)
     if args.write:
-        FIXTURE.mkdir(parents=True, exist_ok=True)
-        torch.save(model.state_dict(), FIXTURE / "torchdrug_gearnet_edge_32x32.pt")
-        arrays = {"ids": np.array(IDS), "ptr": ptr.astype(np.int64), "symbol": symbol.numpy().astype(np.int8),
-                  "rtype": rtype.numpy().astype(np.int8), "pos": pos.numpy(), "chain": chain.numpy().astype(np.int16),
-                  "resnum": graph.residue_number.numpy().astype(np.int32),
-                  "edges": np.array(theirs, dtype=np.int32), "line_bins": torch.bincount(
-                      line.edge_list[:, 2], minlength=8).numpy(),
-                  "node_feature": td_node.numpy(), "graph_feature": td_graph.numpy()}  # fmt: skip
-        np.savez_compressed(FIXTURE / "torchdrug_expected.npz", **arrays)
-        (FIXTURE / "torchdrug_keys_6x512.json").write_text(json.dumps(big_td, indent=0) + "\n")
-        print("wrote", sorted(p.name for p in FIXTURE.iterdir()))
+        write_fixture(model, graph, line, ptr, theirs, td_node, td_graph, big_td)
 
 
 if __name__ == "__main__":

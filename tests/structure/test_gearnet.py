@@ -273,7 +273,8 @@ def test_registered_and_built_from_params():
 
 def test_line_plan_edge_conv_equals_plain_relational_conv():
     """The compressed line-graph conv (one aggregate per node pair, empty angle bins skipped) = TorchDrug's form."""
-    from protalign.structure.gearnet import GeometricRelationalGraphConv, line_plan, relational_adjacency
+    from protalign.structure.gearnet import GeometricRelationalGraphConv
+    from protalign.structure.gearnet_kernels import line_plan, relational_adjacency
 
     g = torch.Generator().manual_seed(3)
     pos = torch.randn(40, 3, generator=g) * 6
@@ -301,7 +302,7 @@ def test_line_plan_edge_conv_equals_plain_relational_conv():
 
 
 def test_row_sum_equals_dense_product_and_its_gradient():
-    from protalign.structure.gearnet import _csr
+    from protalign.structure.gearnet_kernels import _csr
 
     gen = torch.Generator().manual_seed(0)
     row = torch.tensor([3, 0, 3, 3, 1, 0])  # duplicates (3, 2) add up; row 2 and 4 empty

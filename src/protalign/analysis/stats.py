@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats as sps
 
+from protalign.analysis.weighted_correlation import pearson_draws, spearman_draws, tie_blocks
+
 CORRECTIONS = ("holm", "bh", "bonferroni", "none")
 
 
@@ -283,11 +285,11 @@ def correlation_cis(
         where = {c: q for q, c in enumerate(cols)}
         sub = [(where[pairs[k][0]], where[pairs[k][1]]) for k in todo]
         draws = [[] for _ in todo]
-        blocks = [_tie_blocks(data[:, c]) for c in cols]
+        blocks = [tie_blocks(data[:, c]) for c in cols]
         if method == "spearman":
-            per_chunk = _spearman_draws(blocks, sub)
+            per_chunk = spearman_draws(blocks, sub)
         else:
-            per_chunk = _pearson_draws(data[:, cols], blocks, sub, _max_resample_size(n, clusters))
+            per_chunk = pearson_draws(data[:, cols], blocks, sub, _max_resample_size(n, clusters))
         for w in _weight_chunks(n, clusters, n_boot, seed):
             for d, r in zip(draws, per_chunk(w), strict=True):
                 d.append(r)
@@ -298,85 +300,10 @@ def correlation_cis(
     return out  # type: ignore[return-value]
 
 
-def _spearman_draws(blocks: list, pairs: list[tuple[int, int]]) -> Callable[[np.ndarray], list[np.ndarray]]:
-    """Spearman r of each draw (row of w) for each pair of columns. Average ranks are multiples of 1/2 and the
-    weights integers, so every sum here is exact in float64 (only the final ratio rounds)."""
-
-    def draws(w: np.ndarray) -> list[np.ndarray]:
-        step = max(1, (4 * _CHUNK_ELEMS) // (w.shape[1] * len(blocks)))  # rows whose ranks are held at once
-        parts = []
-        for start in range(0, w.shape[0], step):
-            ws = w[start : start + step]
-            total = ws.sum(axis=1)
-            centre = total * ((total + 1.0) / 2.0) ** 2  # N * (mean rank) ** 2
-            ranks, ss, constant = [], [], []
-            for b in blocks:
-                bw = _block_weights(ws, b)
-                r = _average_ranks(bw)
-                ss.append(np.einsum("bt,bt,bt->b", bw, r, r) - centre)
-                constant.append((bw > 0).sum(axis=1) < 2)
-                ranks.append(r[:, b[2]])
-            parts.append(
-                [
-                    _coefficient(
-                        np.einsum("bi,bi,bi->b", ws, ranks[i], ranks[j]) - centre,
-                        ss[i],
-                        ss[j],
-                        constant[i] | constant[j],
-                    )
-                    for i, j in pairs
-                ]
-            )
-        return [np.concatenate([p[q] for p in parts]) for q in range(len(pairs))]
-
-    return draws
-
-
-def _pearson_draws(
-    data: np.ndarray, blocks: list, pairs: list[tuple[int, int]], max_total: int
-) -> Callable[[np.ndarray], list[np.ndarray]]:
-    """Per-chunk Pearson r from one matrix product of the weights with the globally centred columns, their
-    squares and the pairs' products; the moments of each column's tie-block index (exact integers while
-    max_total^2 * blocks^2 < 2^52) tell which draws leave a column constant."""
-    z = data - data.mean(axis=0)
-    n_cols, n_pairs = data.shape[1], len(pairs)
-    k = np.stack([b[2] for b in blocks], axis=1).astype(float)
-    exact_k = float(max_total) ** 2 * float(max(len(b[1]) for b in blocks)) ** 2 < 2.0**52
-    cross = np.stack([z[:, i] * z[:, j] for i, j in pairs], axis=1)
-    columns = np.concatenate([z, z * z, cross, k, k * k], axis=1)
-
-    def draws(w: np.ndarray) -> list[np.ndarray]:
-        m = w @ columns
-        total = w.sum(axis=1)
-        s1, s2 = m[:, :n_cols], m[:, n_cols : 2 * n_cols]
-        sxy = m[:, 2 * n_cols : 2 * n_cols + n_pairs]
-        k1, k2 = m[:, 2 * n_cols + n_pairs : 3 * n_cols + n_pairs], m[:, 3 * n_cols + n_pairs :]
-        ss = s2 - s1**2 / total[:, None]
-        if exact_k:
-            constant = total[:, None] * k2 == k1**2
-        else:
-            constant = np.stack([(_block_weights(w, b) > 0).sum(axis=1) < 2 for b in blocks], axis=1)
-        return [
-            _coefficient(
-                sxy[:, q] - s1[:, i] * s1[:, j] / total, ss[:, i], ss[:, j], constant[:, i] | constant[:, j]
-            )
-            for q, (i, j) in enumerate(pairs)
-        ]
-
-    return draws
-
-
 def _max_resample_size(n: int, clusters: Sequence | None) -> int:
     """Largest possible resample size: n, or under cluster resampling units x largest cluster."""
     unit, n_units = _units(n, clusters)
     return n if unit is None else n_units * int(np.bincount(unit).max())
-
-
-def _coefficient(sxy: np.ndarray, sxx: np.ndarray, syy: np.ndarray, constant: np.ndarray) -> np.ndarray:
-    with np.errstate(divide="ignore", invalid="ignore"):
-        r = np.clip(sxy / np.sqrt(sxx) / np.sqrt(syy), -1.0, 1.0)
-    r[constant] = np.nan
-    return r
 
 
 def _fast_corr(x: np.ndarray, y: np.ndarray, method: str) -> float:
@@ -385,29 +312,6 @@ def _fast_corr(x: np.ndarray, y: np.ndarray, method: str) -> float:
     elif method != "pearson":
         raise ValueError(f"unknown correlation method {method!r} (pearson | spearman)")
     return float(np.corrcoef(x, y)[0, 1])
-
-
-def _tie_blocks(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(ascending order, start of every block of equal values in that order, block index of each observation)."""
-    order = np.argsort(x, kind="stable")
-    xs = x[order]
-    new = np.r_[True, xs[1:] != xs[:-1]]
-    block = np.empty(len(x), dtype=np.intp)
-    block[order] = np.cumsum(new) - 1
-    return order, np.flatnonzero(new), block
-
-
-def _block_weights(w: np.ndarray, blocks: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
-    """Total weight of each tie block (ascending values) in each draw: [draws, blocks]."""
-    order, starts, _ = blocks
-    ws = w[:, order]
-    return ws if len(starts) == ws.shape[1] else np.add.reduceat(ws, starts, axis=1)
-
-
-def _average_ranks(block_w: np.ndarray) -> np.ndarray:
-    """Average rank (1-based, as scipy's rankdata) of each tie block within each weighted resample: the weight
-    before the block plus (its weight + 1) / 2."""
-    return np.cumsum(block_w, axis=1) - (block_w - 1.0) / 2.0
 
 
 def adjust_pvalues(pvalues: Sequence[float], method: str = "holm") -> np.ndarray:

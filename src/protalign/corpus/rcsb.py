@@ -17,7 +17,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from protalign.corpus.rcsb_download import FetchError, HttpClient, Row, fetch_entry
-from protalign.corpus.rcsb_search import PAGE_ROWS, load_or_search, sample_ids
+from protalign.corpus.rcsb_search import PAGE_ROWS, Snapshot, load_or_search, sample_ids
 from protalign.storage import write_text
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,58 @@ def write_report(path: Path, rows: list[Row]) -> None:
     for r in sorted(rows, key=lambda r: (r.id, r.kind)):
         lines.append("\t".join(_clean(str(getattr(r, c))) for c in REPORT_COLUMNS))
     write_text(path, "\n".join(lines) + "\n")
+
+
+def _download_entries(
+    client: HttpClient, ids: list[str], dest: Path, urls: dict[str, str], workers: int, progress: bool
+) -> list[Row]:
+    """Structure + FASTA of every id, `workers` at a time; one report row per id and file kind, errors included."""
+    for sub in ("structures", "fasta"):
+        (dest / sub).mkdir(exist_ok=True)
+    partial = dest / ".partial"
+    shutil.rmtree(partial, ignore_errors=True)  # leftovers of an interrupted run: never complete files
+    partial.mkdir()
+    rows: list[Row] = []
+    with (
+        ThreadPoolExecutor(max_workers=workers) as pool,
+        tqdm(total=len(ids), desc="rcsb download", unit="entry", disable=not progress) as bar,
+    ):
+        futures = {pool.submit(fetch_entry, client, pid, dest, urls): pid for pid in ids}
+        for fut in as_completed(futures):
+            pid = futures[fut]
+            try:
+                rows.extend(fut.result())
+            except Exception as exc:  # a bug or a disk error must still show up in the report
+                rows.extend(
+                    Row(pid, kind, "failed", "", f"unexpected error: {exc!r}")
+                    for kind in ("structure", "fasta")
+                )
+            bar.update()
+    shutil.rmtree(partial, ignore_errors=True)
+    return rows
+
+
+def _summary(rows: list[Row], snap: Snapshot, ids: list[str], n: int, seed: int, dest: Path) -> dict:
+    """The run's summary: counts by status, failures per id and kind, the search snapshot it sampled from."""
+    failed: dict[str, dict[str, str]] = {}
+    for r in rows:
+        if r.status == "failed":
+            failed.setdefault(r.id, {})[r.kind] = r.reason
+    ok_ids = {r.id for r in rows if r.kind == "structure" and r.status in ("downloaded", "kept")}
+    return {
+        "requested": n,
+        "seed": seed,
+        "universe": len(snap.ids),
+        "snapshot_date": snap.date,
+        "snapshot_sha256": snap.sha256,
+        "ids": ids,
+        "downloaded": sum(r.status == "downloaded" for r in rows),
+        "kept": sum(r.status == "kept" for r in rows),
+        "structures": len(ok_ids),
+        "failed": failed,
+        "rejected_ids": list(snap.rejected),
+        "report": str(dest / "download_report.tsv"),
+    }
 
 
 def download_rcsb(
@@ -89,52 +141,13 @@ def download_rcsb(
         "rcsb: sampled %d of %d ids with seed %d (search snapshot %s%s, sha256 %s)",
         n, len(snap.ids), seed, snap.date, ", reused" if snap.reused else "", snap.sha256[:16],
     )  # fmt: skip
-    for sub in ("structures", "fasta"):
-        (dest / sub).mkdir(exist_ok=True)
-    partial = dest / ".partial"
-    shutil.rmtree(partial, ignore_errors=True)  # leftovers of an interrupted run: never complete files
-    partial.mkdir()
-
     rows = [
         Row(raw, "search", "rejected", "", "invalid PDB id in the search answer") for raw in snap.rejected
     ]
-    with (
-        ThreadPoolExecutor(max_workers=workers) as pool,
-        tqdm(total=len(ids), desc="rcsb download", unit="entry", disable=not progress) as bar,
-    ):
-        futures = {pool.submit(fetch_entry, client, pid, dest, urls): pid for pid in ids}
-        for fut in as_completed(futures):
-            pid = futures[fut]
-            try:
-                rows.extend(fut.result())
-            except Exception as exc:  # a bug or a disk error must still show up in the report
-                rows.extend(
-                    Row(pid, kind, "failed", "", f"unexpected error: {exc!r}")
-                    for kind in ("structure", "fasta")
-                )
-            bar.update()
-    shutil.rmtree(partial, ignore_errors=True)
+    rows += _download_entries(client, ids, dest, urls, workers, progress)
     write_report(dest / "download_report.tsv", rows)
-
-    failed: dict[str, dict[str, str]] = {}
-    for r in rows:
-        if r.status == "failed":
-            failed.setdefault(r.id, {})[r.kind] = r.reason
-    ok_ids = {r.id for r in rows if r.kind == "structure" and r.status in ("downloaded", "kept")}
-    summary = {
-        "requested": n,
-        "seed": seed,
-        "universe": len(snap.ids),
-        "snapshot_date": snap.date,
-        "snapshot_sha256": snap.sha256,
-        "ids": ids,
-        "downloaded": sum(r.status == "downloaded" for r in rows),
-        "kept": sum(r.status == "kept" for r in rows),
-        "structures": len(ok_ids),
-        "failed": failed,
-        "rejected_ids": list(snap.rejected),
-        "report": str(dest / "download_report.tsv"),
-    }
+    summary = _summary(rows, snap, ids, n, seed, dest)
+    failed = summary["failed"]
     if failed or snap.rejected:
         log.warning(
             "rcsb: %d ids with failures, %d rejected ids; see %s",

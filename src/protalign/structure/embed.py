@@ -28,15 +28,18 @@ from tqdm.auto import tqdm
 
 from protalign.devices import resolve_device
 from protalign.errors import MissingArtifactError, check_losses
+from protalign.params import Params
+from protalign.paths import Paths
 from protalign.storage import EmbeddingSet, file_sha256, save_embeddings
 from protalign.structure.registry import POOLINGS, Sample, StructureEncoder, to_device
-from protalign.structure.train import _open_store, load_checkpoint, set_threads
+from protalign.structure.train import load_checkpoint, open_store, set_threads
 
 log = logging.getLogger(__name__)
 MAX_BATCH_RESIDUES = 20_000  # residues per forward pass (bounds memory with large complexes)
 
 
-def _chunks(samples: Iterable[Sample], max_proteins: int, max_residues: int) -> Iterator[list[Sample]]:
+def sample_chunks(samples: Iterable[Sample], max_proteins: int, max_residues: int) -> Iterator[list[Sample]]:
+    """Consecutive batches of at most `max_proteins` samples and `max_residues` residues (a larger protein alone)."""
     cur: list[Sample] = []
     size = 0
     for s in samples:
@@ -127,7 +130,7 @@ def embed_samples(
     encoder.eval().to(device)
     if total is None and hasattr(samples, "__len__"):
         total = len(samples)  # type: ignore[arg-type]
-    chunks = _chunks(_fits(encoder, samples, max_gb, skipped), batch_size, MAX_BATCH_RESIDUES)
+    chunks = sample_chunks(_fits(encoder, samples, max_gb, skipped), batch_size, MAX_BATCH_RESIDUES)
     bar = tqdm(total=total, desc="embed_structure", unit="protein", disable=None)
 
     def _collect(result, n: int) -> None:
@@ -165,7 +168,7 @@ def embed_samples(
     return vectors, skipped
 
 
-def run(params, paths, gdm: str) -> dict[str, Any]:
+def run(params: Params, paths: Paths, gdm: str) -> dict[str, Any]:
     """Stage entry: embed all proteins of the store with the trained `gdm`; write embeddings/structure/<gdm>/."""
     set_threads(params)
     model_path = paths.structure_model(gdm)
@@ -177,7 +180,7 @@ def run(params, paths, gdm: str) -> dict[str, Any]:
         raise ValueError(f"structure.pooling must be one of {POOLINGS}, got {pooling!r}")
     encoder.pooling = pooling
     torch.manual_seed(params.structure.train.seed)  # eval mode is deterministic; seeded anyway
-    store = _open_store(paths)
+    store = open_store(paths)
     ids = list(store.ids)
     skipped: list[dict] = []
 

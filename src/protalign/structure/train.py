@@ -22,6 +22,8 @@ from tqdm.auto import tqdm
 
 from protalign.devices import resolve_device
 from protalign.errors import MissingArtifactError
+from protalign.params import Params
+from protalign.paths import Paths
 from protalign.storage import atomic_path, read_json
 from protalign.structure import registry, tasks
 from protalign.structure.registry import Sample, StructureEncoder
@@ -42,8 +44,8 @@ class Item:
     ec: int = -1
 
 
-def _open_store(paths):
-    """The packed structures written by `prepare` (imported lazily: tests may substitute a store)."""
+def open_store(paths: Paths):
+    """The packed structures written by `prepare`, as train_structure and embed_structure read them."""
     from protalign.corpus.store import StructureStore
 
     return StructureStore(paths.structures)
@@ -279,7 +281,7 @@ def ec_labels(paths, ids: list[str], level: int) -> tuple[dict[str, int], list[s
     return {pid: index[lab] for pid, lab in labels.items() if lab in index}, classes
 
 
-def run(params, paths, gdm: str) -> dict[str, Any]:
+def run(params: Params, paths: Paths, gdm: str) -> dict[str, Any]:
     """Stage entry: train (or take random / external weights for) `gdm`; save `models/structure/<gdm>.pt`."""
     cfg = params.structure.train
     weights = str(params.structure.weights)
@@ -293,7 +295,7 @@ def run(params, paths, gdm: str) -> dict[str, Any]:
     with mlflow_run(paths, stage="train_structure", item=gdm, params=mlflow_params) as tracker:
         if weights == "trained":
             split = read_json(paths.split)
-            store = _open_store(paths)
+            store = open_store(paths)
             ec, classes = ({}, [])
             if "ec" in cfg.tasks:
                 ec, classes = ec_labels(paths, list(split["train"]), cfg.ec_level)

@@ -25,6 +25,8 @@ import torch
 from tqdm import tqdm
 
 from protalign.errors import MissingArtifactError, check_losses
+from protalign.params import Params
+from protalign.paths import Paths
 from protalign.storage import EmbeddingSet, save_embeddings
 from protalign.text.llms import POOLINGS, LoadedLLM, get_spec, load_llm
 
@@ -221,8 +223,8 @@ def resolve_pooling(requested: str, default: str) -> str:
 
 
 def run(
-    params: Any,
-    paths: Any,
+    params: Params,
+    paths: Paths,
     llm: str,
     loaded: LoadedLLM | None = None,
     on_batch: Callable[[int, bool], None] | None = None,

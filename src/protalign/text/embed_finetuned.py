@@ -6,14 +6,14 @@ itself is `embed_text`'s, unchanged, with the merged model passed in.
 
 from __future__ import annotations
 
-from typing import Any
-
+from protalign.params import Params
+from protalign.paths import Paths
 from protalign.storage import EmbeddingSet
 from protalign.text import embed, llms
-from protalign.text.finetune import load_with_adapter
+from protalign.text.lora.adapters import load_with_adapter
 
 
-def run(params: Any, paths: Any, llm: str) -> EmbeddingSet:
+def run(params: Params, paths: Paths, llm: str) -> EmbeddingSet:
     """`llm` is the BASE name (`smollm2-135m`); the output is named `<llm>+lora`."""
     loaded = load_with_adapter(paths, llm, device=params.embed_text.device)
     llms.register(loaded.spec)  # `<llm>+lora` = the base's spec under the adapter name (idempotent)

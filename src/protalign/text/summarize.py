@@ -20,6 +20,8 @@ import numpy as np
 import pandas as pd
 
 from protalign.errors import MissingArtifactError
+from protalign.params import Params
+from protalign.paths import Paths
 from protalign.storage import atomic_path
 
 log = logging.getLogger(__name__)
@@ -208,7 +210,7 @@ def summarize(proteins: pd.DataFrame, writer: Writer) -> tuple[pd.DataFrame, Cou
     return out, result.missing
 
 
-def run(params: Any, paths: Any) -> pd.DataFrame:
+def run(params: Params, paths: Paths) -> pd.DataFrame:
     """Read proteins.parquet, write summaries.parquet atomically; logs how many rows lacked each field."""
     writer = get_writer(params.summarize.writer, params, paths)
     if not paths.proteins.exists():

@@ -20,8 +20,8 @@ from protalign.storage import META_FILE, file_sha256
 from protalign.structure.registry import StructureEncoder
 from protalign.structure.train import load_checkpoint
 from protalign.text.embed import resolve_pooling
-from protalign.text.finetune import ADAPTER_SUFFIX, base_name, load_with_adapter
 from protalign.text.llms import LoadedLLM, get_spec, load_llm
+from protalign.text.lora.adapters import ADAPTER_SUFFIX, base_name, load_with_adapter
 from protalign.use.pairs import Pair, UseError
 
 log = logging.getLogger(__name__)
