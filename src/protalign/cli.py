@@ -68,9 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
     if args.command == "sweeps":  # reads experiments, not params.yaml (an experiment may have any params)
         return _sweeps(args.exp_json)
-    params = load_params(args.params)
     paths = Paths(Path.cwd())
     try:
+        params = load_params(args.params)  # a bad value fails here, before any work, naming its key
         if args.command == "fetch":
             from protalign.corpus import fetch
 
