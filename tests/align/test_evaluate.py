@@ -10,7 +10,6 @@ import pytest
 from synthetic import make_world
 
 from protalign.align import evaluate, train
-from protalign.params import AlignParams
 
 
 def test_writes_metrics_and_per_protein(world):
@@ -36,7 +35,7 @@ def test_writes_metrics_and_per_protein(world):
 
 def test_baseline_is_the_untrained_start(tmp_path):
     """With zero epochs of learning (lr=0) the trained heads ARE the baseline: identical numbers."""
-    world = make_world(tmp_path, align=AlignParams(lr=0.0, epochs=1))
+    world = make_world(tmp_path, align={"lr": 0.0, "epochs": 1})
     train.train_pair(world.params, world.paths, "llm-a", "gdm-x")
     m = evaluate.run(world.params, world.paths, "llm-a", "gdm-x")
     assert m["alignment_score"] == m["baseline_alignment_score"]
@@ -46,7 +45,7 @@ def test_baseline_is_the_untrained_start(tmp_path):
 def test_same_seed_gives_identical_metrics_bytes(tmp_path):
     blobs = []
     for name in ("first", "second"):
-        world = make_world(tmp_path / name, align=AlignParams(epochs=8))
+        world = make_world(tmp_path / name, align={"epochs": 8})
         train.train_pair(world.params, world.paths, "llm-a", "gdm-x")
         evaluate.run(world.params, world.paths, "llm-a", "gdm-x")
         blobs.append(
@@ -64,7 +63,7 @@ def test_evaluation_uses_ids_all_models_share(tmp_path):
     # llm-b could not embed three test proteins, gdm-y one more; every pair must drop all four
     drop = {"text/llm-b": test_ids[:3], "structure/gdm-y": test_ids[3:4]}
     world = make_world(tmp_path / "w", llms=("llm-a", "llm-b"), gdms=("gdm-x", "gdm-y"), drop=drop,
-                       align=AlignParams(epochs=2))  # fmt: skip
+                       align={"epochs": 2})  # fmt: skip
     results = {}
     for llm in ("llm-a", "llm-b"):
         for gdm in ("gdm-x", "gdm-y"):

@@ -12,9 +12,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from params_helpers import default_params
 from protalign.corpus import prepare
 from protalign.corpus.store import ProteinStructure, StructureStore, write_store
-from protalign.params import Params, PrepareParams
 from protalign.paths import Paths
 
 REAL = ["11AS", "1A7G", "1A8O", "1AAY", "1AS5", "5E5Z"]
@@ -64,7 +64,7 @@ def mini_root(tmp_path, shared_data) -> Path:
 
 def test_prepare_writes_all_outputs_with_skip_reasons(mini_root):
     paths = Paths(mini_root)
-    counts = prepare.run(Params(), paths, workers=1)
+    counts = prepare.run(default_params(), paths, workers=1)
     assert counts == {"kept": 5, "skipped": 5}
     table = pq.read_table(paths.proteins)
     assert table.column_names == COLUMNS
@@ -97,8 +97,8 @@ def test_prepare_is_deterministic_across_workers(mini_root, tmp_path_factory):
     other = tmp_path_factory.mktemp("copy")
     shutil.copytree(mini_root / "data", other / "data")
     a, b = Paths(mini_root), Paths(other)
-    prepare.run(Params(), a, workers=1)
-    prepare.run(Params(), b, workers=2)
+    prepare.run(default_params(), a, workers=1)
+    prepare.run(default_params(), b, workers=2)
     files = sorted(p.relative_to(a.prepared) for p in a.prepared.rglob("*") if p.is_file())
     assert files == sorted(p.relative_to(b.prepared) for p in b.prepared.rglob("*") if p.is_file())
     for f in files:
@@ -106,11 +106,11 @@ def test_prepare_is_deterministic_across_workers(mini_root, tmp_path_factory):
 
 
 def test_prepare_limits_are_skips(mini_root):
-    params = Params(prepare=PrepareParams(max_residues=100, min_residues=10, max_file_mb=10.0))
+    params = default_params(prepare={"max_residues": 100, "min_residues": 10, "max_file_mb": 10.0})
     prepare.run(params, Paths(mini_root), workers=1)
     skipped = {r["id"]: r["reason"] for r in csv.DictReader(Paths(mini_root).skipped.open())}
     assert "too many residues" in skipped["11AS"]
-    params = Params(prepare=PrepareParams(max_file_mb=0.0001))
+    params = default_params(prepare={"max_file_mb": 0.0001})
     with pytest.raises(RuntimeError, match="none of"):
         prepare.run(params, Paths(mini_root), workers=1)
 
@@ -118,10 +118,10 @@ def test_prepare_limits_are_skips(mini_root):
 def test_manifest_errors(tmp_path):
     (tmp_path / "data").mkdir()
     with pytest.raises(FileNotFoundError, match="fetch"):
-        prepare.run(Params(), Paths(tmp_path))
+        prepare.run(default_params(), Paths(tmp_path))
     (tmp_path / "data" / "manifest.tsv").write_text("pdb_id\tstructure_file\n1ABC\tx.pdb\n")
     with pytest.raises(ValueError, match="missing column"):
-        prepare.run(Params(), Paths(tmp_path))
+        prepare.run(default_params(), Paths(tmp_path))
 
 
 def _toy(entry: str, n_res: int, seed: int) -> ProteinStructure:
