@@ -91,9 +91,7 @@ def missing_dvc_params(dvc: dict[str, Any], params: dict[str, Any]) -> list[tupl
 def test_every_dvc_yaml_params_key_exists(params_file):
     dvc, params = yaml.safe_load((REPO / "dvc.yaml").read_text()), raw(params_file)
     keys = {key for _, key in dvc_params_keys(dvc, params)}
-    assert {
-        f"structure.{gdm}" for gdm in params["structure"]["gdms"]
-    } <= keys  # the foreach template, expanded
+    assert {f"structure.{gdm}" for gdm in params["structure"]["gdms"]} <= keys  # foreach template expanded
     assert {"align.epochs", "prepare", "analysis"} <= keys
     assert missing_dvc_params(dvc, params) == []
 
@@ -103,12 +101,8 @@ def test_dvc_params_check_catches_a_wrong_key_and_a_gdm_without_settings():
     wrong = yaml.safe_load((REPO / "dvc.yaml").read_text().replace("- align.epochs", "- align.epochz"))
     missing = missing_dvc_params(wrong, params)
     n_pairs = len(params["align"]["llms"]) * len(params["structure"]["gdms"])
-    assert len(missing) == 3 * n_pairs and {s.split("@")[0] for s, _ in missing} == {
-        "align",
-        "crossval",
-        "head_depth",
-    }
-    assert {k for _, k in missing_dvc_params(wrong, params)} == {"align.epochz"}
+    assert len(missing) == 3 * n_pairs and {k for _, k in missing} == {"align.epochz"}
+    assert {s.split("@")[0] for s, _ in missing} == {"align", "crossval", "head_depth"}
     params["structure"]["gdms"].append("egnn")
     assert {k for _, k in missing_dvc_params(dvc, params)} == {"structure.egnn"}
     assert {s for s, _ in missing_dvc_params(dvc, params)} == {"train_structure@egnn", "embed_structure@egnn"}
@@ -125,11 +119,16 @@ def test_params_files_load_and_hold_every_key(params_file):
     assert p.to_dict().keys() == {f.name for f in dataclasses.fields(Params)}
 
 
-def test_repo_params_values_reach_the_dataclasses():
-    p = load_params(REPO / "params.yaml")
-    assert p.align.temperature == 0.2 and p.align.epochs == 40 and p.align.patience == 10
-    assert p.structure.train.epochs == 3 and p.structure.train.max_residues == 128
-    assert p.pair_llms() == p.align.llms and "smollm2-135m+lora" in p.pair_llms()
+@pytest.mark.parametrize("params_file", PARAMS_FILES, ids=lambda p: p.name)
+def test_every_yaml_value_reaches_the_dataclasses_unchanged(params_file):
+    def as_lists(x: Any) -> Any:
+        if isinstance(x, dict):
+            return {k: as_lists(v) for k, v in x.items()}
+        return [as_lists(v) for v in x] if isinstance(x, tuple | list) else x
+
+    p = load_params(params_file)
+    assert as_lists(p.to_dict()) == raw(params_file)  # 100 == 100.0: ints stand in for floats
+    assert p.pair_llms() == (p.align.llms or p.embed_text.llms)
 
 
 def test_dataclasses_have_no_defaults():
@@ -200,6 +199,7 @@ def test_int_is_accepted_where_a_float_is_annotated():
     [
         ("align.epochs", 0, ">= 1"),
         ("align.lr", 0.0, "> 0"),
+        ("align.lr", float("nan"), "> 0"),
         ("align.temperature", -0.1, "> 0"),
         ("align.structure_layers", 4, "in [1, 3]"),
         ("analysis.ci", 1.0, "in (0, 1)"),
