@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from protalign import cli
 from protalign.corpus import split
 from protalign.errors import InputError, MissingArtifactError, ParamsError, UserError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def tmp_path(tmp_path):
+    """An empty project folder with the repository's params.yaml (a missing params file is itself an error)."""
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    return tmp_path
 
 
 def test_user_error_is_one_line(tmp_path, monkeypatch, capsys):

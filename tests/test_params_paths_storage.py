@@ -1,35 +1,12 @@
-"""The shared plumbing: params validation, pair ids, main-root resolution, atomic writes, embedding store."""
+"""The shared plumbing (params: tests/test_params.py): pair ids, main-root resolution, atomic writes, embedding store."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from protalign.params import load_params
 from protalign.paths import Paths, main_root, pair_id, split_pair
 from protalign.storage import EmbeddingSet, atomic_path, load_embeddings, save_embeddings
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def test_repo_params_load_and_match_dvc_yaml_expectations():
-    p = load_params(REPO / "params.yaml")
-    assert p.embed_text.llms and p.structure.gdms
-    assert sum(p.split.fractions) == pytest.approx(1.0)
-    assert p.align.temperature == 0.2 and p.align.epochs == 40 and p.align.batch_size == 32
-
-
-def test_test_params_have_the_same_keys_as_repo_params():
-    assert load_params(REPO / "tests" / "pipeline_params.yaml").to_dict().keys() == load_params(REPO / "params.yaml").to_dict().keys()
-
-
-def test_unknown_param_key_is_an_error(tmp_path):
-    f = tmp_path / "params.yaml"
-    f.write_text("align:\n  lrr: 0.1\n")
-    with pytest.raises(ValueError, match="lrr"):
-        load_params(f)
 
 
 def test_pair_ids_are_unambiguous_with_hyphenated_names():

@@ -1,232 +1,248 @@
-"""Typed view of params.yaml: the only module that reads it, so a typo in a key fails loudly and early."""
+"""Typed view of params.yaml, the single source of every value (the dataclasses here carry no defaults).
+
+`load_params` checks each value against its annotation (a bool is no int, an int is a float, `Literal` lists the
+choices, `Range` bounds a number or a list's length) and rejects unknown and missing keys: a bad file fails before
+any stage starts, naming the key path, the value and what is allowed. A new parameter goes in params.yaml,
+tests/pipeline_params.yaml and an annotated field here; the checking itself is in params_schema.py."""
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
+
+from protalign.params_schema import ParamsError, Range, build_dataclass, show_value
+
+# Reusable annotated types: the schema below reads as "what is allowed".
+Count = Annotated[int, Range(1)]  # sizes, epochs, workers: >= 1
+NonNegInt = Annotated[int, Range(0)]  # 0 switches the feature off
+Seed = Annotated[int, Range(0)]  # numpy generators reject negative seeds
+Positive = Annotated[float, Range(0, lo_open=True)]  # learning rates, temperatures, timeouts
+NonNegFloat = Annotated[float, Range(0)]
+Fraction = Annotated[float, Range(0, 1, lo_open=True, hi_open=True)]  # (0, 1)
+Rate = Annotated[float, Range(0, 1, hi_open=True)]  # dropout, mask rate: [0, 1)
+Identity = Annotated[float, Range(0, 1, lo_open=True)]  # sequence identity / coverage: (0, 1]
+Share = Annotated[float, Range(0, 1)]  # a share that may be 0 or 1: [0, 1]
+Device = Literal["cpu", "cuda", "auto"]
+Pooling = Literal["mean", "max", "meanmax"]
+Names = tuple[str, ...]
+NonEmpty = Range(1)  # on a list: at least one item
+HeadLayers = Annotated[int, Range(1, 3)]  # the study's 1..3 linear layers in the structure head
 
 
 @dataclass(frozen=True)
 class FetchParams:
-    source: str = "bundled"
-    n: int = 20000
-    workers: int = 4
+    source: str  # bundled | PATH to a folder of structures | rcsb
+    n: Count
+    workers: Count
 
 
 @dataclass(frozen=True)
 class PrepareParams:
-    max_residues: int = 10000
-    max_file_mb: float = 100.0
-    min_residues: int = 10
-    workers: int = 2
-    # share of entries prepare/embed stages may skip before failing; the default mirrors params.yaml only until
-    # the dataclass defaults are removed
-    max_skipped_fraction: float = 0.25
+    max_residues: Count
+    max_file_mb: Positive
+    min_residues: Count
+    workers: Count
+    max_skipped_fraction: Share  # share of entries prepare/embed stages may skip before they fail
 
 
 @dataclass(frozen=True)
 class SplitParams:
-    method: str = "random"  # random | cluster (whole MMseqs2 clusters stay on one side)
-    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
-    seed: int = 0
-    cluster_identity: float = 0.3  # which of cluster.identities the cluster method (and its folds) use
+    method: Literal["random", "cluster"]  # cluster: whole MMseqs2 clusters stay on one side
+    fractions: tuple[Fraction, Fraction, Fraction]  # train / val / test, summing to 1
+    seed: Seed
+    cluster_identity: Identity  # one of cluster.identities
 
 
 @dataclass(frozen=True)
-class ClusterParams:
-    """MMseqs2 easy-cluster settings (homology split and rarity)."""
-
-    identities: tuple[float, ...] = (0.3, 0.5)
-    coverage: float = 0.8
-    threads: int = 1
+class ClusterParams:  # MMseqs2 easy-cluster settings (homology split and rarity)
+    identities: Annotated[tuple[Identity, ...], NonEmpty]
+    coverage: Identity
+    threads: Count
 
 
 @dataclass(frozen=True)
 class ChatParams:
-    base_url: str = "https://api.openai.com/v1"
-    model: str = "gpt-4o"
-    api_key_env: str | None = "OPENAI_API_KEY"  # the key itself is read from this env var, never from params
-    entries: str = "multi"
-    max_concurrency: int = 4
-    timeout: float = 60.0
-    max_retries: int = 5
-    backoff: float = 1.0
-    temperature: float | None = None
-    max_tokens: int = 300
-    max_words: int = 120
+    base_url: str
+    model: str
+    api_key_env: str | None  # NAME of the env var holding the key, never the key
+    entries: Literal["multi", "all"]
+    max_concurrency: Count
+    timeout: Positive
+    max_retries: NonNegInt
+    backoff: NonNegFloat
+    temperature: NonNegFloat | None  # null: the server's default
+    max_tokens: Count
+    max_words: Count
 
 
 @dataclass(frozen=True)
 class SummarizeParams:
-    writer: str = "template"
-    chat: ChatParams = field(default_factory=ChatParams)
+    writer: Literal["template", "chat"]
+    chat: ChatParams
 
 
 @dataclass(frozen=True)
 class EmbedTextParams:
-    llms: tuple[str, ...] = ("smollm2-135m",)
-    pooling: str = "auto"
-    batch_size: int = 16
-    batch_tokens: int = 4096
-    max_length: int = 256
-    dtype: str = "float32"
-    device: str = "cpu"
-    quantize_4bit: bool = False
-    threads: int = 2
+    llms: Names
+    pooling: Literal["auto", "last_token", "mean"]
+    batch_size: Count
+    batch_tokens: Count
+    max_length: Count
+    dtype: Literal["float32", "bfloat16", "auto"]
+    device: Device
+    quantize_4bit: bool
+    threads: Count
 
 
 @dataclass(frozen=True)
 class LoraParams:
-    r: int = 8
-    alpha: int = 16
-    dropout: float = 0.05
-    target_modules: tuple[str, ...] = ("q_proj", "v_proj")
+    r: Count
+    alpha: Count
+    dropout: Rate
+    target_modules: Annotated[Names, NonEmpty]
 
 
 @dataclass(frozen=True)
 class FinetuneParams:
-    llms: tuple[str, ...] = ("smollm2-135m",)
-    lora: LoraParams = field(default_factory=LoraParams)
-    prompt_format: str = "study"
-    epochs: int = 3
-    lr: float = 2e-4
-    batch_size: int = 8
-    max_length: int = 256
-    quantize: str = "auto"
-    device: str = "cpu"
-    threads: int = 2
-    seed: int = 0
-    group_by_length: bool = False  # length-grouped batches (less padding; other batch compositions)
+    llms: Names
+    lora: LoraParams
+    prompt_format: Literal["study", "chat_template"]
+    epochs: Count
+    lr: Positive
+    batch_size: Count
+    max_length: Count
+    quantize: Literal["auto", "none", "4bit"]
+    device: Device
+    threads: Count
+    seed: Seed
+    group_by_length: bool  # length-grouped batches (less padding; other batch compositions)
 
 
 @dataclass(frozen=True)
 class GraphParams:
-    radius: float = 10.0
-    knn: int = 10
-    seq_offsets: int = 2
-    min_seq_sep: int = 5
+    radius: NonNegFloat  # 0: no radius edges
+    knn: NonNegInt  # 0: no kNN edges
+    seq_offsets: NonNegInt
+    min_seq_sep: NonNegInt
 
 
 @dataclass(frozen=True)
 class GATParams:
-    hidden: int = 8
-    heads: int = 8
-    layers: int = 2
-    dropout: float = 0.1
-    dihedrals: bool = True
+    hidden: Count
+    heads: Count
+    layers: Count
+    dropout: Rate
+    dihedrals: bool
 
 
 @dataclass(frozen=True)
 class GearNetEdgeParams:
-    hidden_dims: tuple[int, ...] = (512, 512)
-    readout: str = "sum"
-    checkpoint: str | None = None
+    hidden_dims: Annotated[tuple[Count, ...], NonEmpty]
+    readout: Literal["sum", "mean", "max", "meanmax"]
+    checkpoint: str | None
 
 
 @dataclass(frozen=True)
 class GVPParams:
-    knn: int = 30
-    node_scalar: int = 100
-    node_vector: int = 16
-    edge_scalar: int = 32
-    edge_vector: int = 1
-    layers: int = 3
-    dropout: float = 0.1
-    out_dim: int = 100
+    knn: Count
+    node_scalar: Count
+    node_vector: Count
+    edge_scalar: Count
+    edge_vector: Count
+    layers: Count
+    dropout: Rate
+    out_dim: Count
 
 
 @dataclass(frozen=True)
 class ScanNetParams:
-    weights: str | None = None  # path to the released ScanNet_PPI_noMSA.h5 (null: train on the corpus)
-    pooling: str | None = None  # mean | max | meanmax; null = structure.pooling
-    max_residues: int = 0  # proteins longer than this are skipped with a reason (0 = no limit)
+    weights: str | None  # path to the released ScanNet_PPI_noMSA.h5 (null: train on the corpus)
+    pooling: Pooling | None  # null = structure.pooling
+    max_residues: NonNegInt  # longer proteins are skipped with a reason (0 = no limit)
 
 
 @dataclass(frozen=True)
 class StructureTrainParams:
-    epochs: int = 10
-    lr: float = 3e-3
-    batch_size: int = 8
-    mask_rate: float = 0.15
-    max_residues: int = 350
-    tasks: tuple[str, ...] = ("residue_type", "distance", "angle")
-    ec_level: int = 1
-    pairs_per_protein: int = 64
-    seed: int = 0
+    epochs: Count
+    lr: Positive
+    batch_size: Count
+    mask_rate: Rate
+    max_residues: Count
+    tasks: Annotated[tuple[Literal["residue_type", "distance", "angle", "ec"], ...], NonEmpty]
+    ec_level: Annotated[int, Range(1, 4)]
+    pairs_per_protein: Count
+    seed: Seed
 
 
 @dataclass(frozen=True)
 class StructureParams:
-    gdms: tuple[str, ...] = ("gat",)
-    graph: GraphParams = field(default_factory=GraphParams)
-    gat: GATParams = field(default_factory=GATParams)
-    gearnet_edge: GearNetEdgeParams = field(default_factory=GearNetEdgeParams)
-    gvp: GVPParams = field(default_factory=GVPParams)
-    scannet: ScanNetParams = field(default_factory=ScanNetParams)
-    pooling: str = "mean"
-    threads: int = 1
-    device: str = "cpu"
-    weights: str = "trained"
-    max_embed_gb: float = 4.0
-    train: StructureTrainParams = field(default_factory=StructureTrainParams)
+    gdms: Names  # each names a settings section below (dvc.yaml reads structure.<gdm>)
+    graph: GraphParams
+    gat: GATParams
+    gearnet_edge: GearNetEdgeParams
+    gvp: GVPParams
+    scannet: ScanNetParams
+    pooling: Pooling
+    threads: Count
+    device: Device
+    weights: str  # trained | random | path to a checkpoint ({gdm} is replaced)
+    max_embed_gb: Positive
+    train: StructureTrainParams
 
 
 @dataclass(frozen=True)
 class AlignParams:
-    llms: tuple[
-        str, ...
-    ] = ()  # text models paired with every GDM: embed_text.llms and/or '<finetune.llm>+lora'
-    dim: int | None = None
-    structure_layers: int = 1
-    hidden_dim: int | None = None  # null: equal steps from the GDM width to the head width (study's rule)
-    loss: str = "study"
-    temperature: float = 0.2
-    lr: float = 1e-3
-    batch_size: int = 32
-    epochs: int = 40
-    patience: int | None = None  # stop after this many epochs without a better val loss (null: never)
-    seed: int = 0
+    llms: Names  # text models paired with every GDM: embed_text.llms and/or <finetune.llm>+lora (empty: all)
+    dim: Count | None
+    structure_layers: HeadLayers
+    hidden_dim: Count | None  # null: equal steps from the GDM width to the head width (study's rule)
+    loss: Literal["study", "clip"]
+    temperature: Positive
+    lr: Positive
+    batch_size: Count
+    epochs: Count
+    patience: Count | None  # stop after this many epochs without a better val loss (null: never)
+    seed: Seed
 
 
 @dataclass(frozen=True)
 class EvaluateParams:
-    ks: tuple[int, ...] = (1, 5, 10)
+    ks: Annotated[tuple[Count, ...], NonEmpty]
 
 
 @dataclass(frozen=True)
-class AnalysisParams:
-    """Cross-validation of the heads and the statistics of the findings."""
-
-    folds: int = 5
-    methods: tuple[str, ...] = ("random", "cluster")  # fold-drawing methods evaluated
-    seeds: tuple[int, ...] = (0, 1, 2)  # head-training seeds (mean +- sd)
-    depths: tuple[int, ...] = (1, 2, 3)  # structure-head layers swept (RQ5)
-    n_boot: int = 2000
-    ci: float = 0.95
-    correction: str = "holm"  # holm | bh | bonferroni | none
-    bins: int = 5  # quantile bins of the property plots
-    seed: int = 0
-    workers: int = 2  # processes fitting the (seed, fold) heads in parallel (1 thread each)
+class AnalysisParams:  # cross-validation of the heads and the statistics of the findings
+    folds: Annotated[int, Range(2)]
+    methods: Annotated[tuple[Literal["random", "cluster"], ...], NonEmpty]  # fold-drawing methods evaluated
+    seeds: Annotated[tuple[Seed, ...], NonEmpty]  # head-training seeds (mean +- sd)
+    depths: Annotated[tuple[HeadLayers, ...], NonEmpty]  # structure-head layers swept (RQ5)
+    n_boot: Count
+    ci: Fraction
+    correction: Literal["holm", "bh", "bonferroni", "none"]
+    bins: Count  # quantile bins of the property plots
+    seed: Seed
+    workers: Count  # processes fitting the (seed, fold) heads in parallel (1 thread each)
 
 
 @dataclass(frozen=True)
 class Params:
-    seed: int = 0
-    fetch: FetchParams = field(default_factory=FetchParams)
-    prepare: PrepareParams = field(default_factory=PrepareParams)
-    split: SplitParams = field(default_factory=SplitParams)
-    cluster: ClusterParams = field(default_factory=ClusterParams)
-    summarize: SummarizeParams = field(default_factory=SummarizeParams)
-    embed_text: EmbedTextParams = field(default_factory=EmbedTextParams)
-    finetune: FinetuneParams = field(default_factory=FinetuneParams)
-    structure: StructureParams = field(default_factory=StructureParams)
-    align: AlignParams = field(default_factory=AlignParams)
-    evaluate: EvaluateParams = field(default_factory=EvaluateParams)
-    analysis: AnalysisParams = field(default_factory=AnalysisParams)
+    seed: Seed
+    fetch: FetchParams
+    prepare: PrepareParams
+    split: SplitParams
+    cluster: ClusterParams
+    summarize: SummarizeParams
+    embed_text: EmbedTextParams
+    finetune: FinetuneParams
+    structure: StructureParams
+    align: AlignParams
+    evaluate: EvaluateParams
+    analysis: AnalysisParams
 
     def pair_llms(self) -> tuple[str, ...]:
         """Text models paired with every GDM: `align.llms`, or every embedded LLM when that list is empty."""
@@ -236,36 +252,38 @@ class Params:
         return dataclasses.asdict(self)
 
 
-def _build(cls: type, data: Any, where: str) -> Any:
-    """Recursively build a frozen dataclass from a mapping; unknown keys are an error, lists become tuples."""
-    if not dataclasses.is_dataclass(cls):
-        return tuple(data) if isinstance(data, list) else data
-    if data is None:
-        return cls()
-    if not isinstance(data, dict):
-        raise ValueError(f"params: '{where}' must be a mapping, got {type(data).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ValueError(f"params: unknown key(s) {unknown} in '{where or 'top level'}'")
-    kwargs = {}
-    for name, value in data.items():
-        f = fields[name]
-        sub = f.default_factory if f.default_factory is not dataclasses.MISSING else None  # type: ignore[misc]
-        sub_cls = sub if dataclasses.is_dataclass(sub) else type(None)
-        kwargs[name] = _build(sub_cls, value, f"{where}.{name}".lstrip("."))
-    return cls(**kwargs)
+def _cross_checks(p: Params) -> None:
+    """Rules that span keys: fractions sum to 1, referenced models and identities exist, no duplicate names."""
+    if not math.isclose(sum(p.split.fractions), 1.0, abs_tol=1e-9):
+        raise ParamsError("split.fractions", f"{show_value(p.split.fractions)} must sum to 1")
+    if p.split.cluster_identity not in p.cluster.identities:
+        ids = show_value(p.cluster.identities)
+        raise ParamsError("split.cluster_identity", f"{p.split.cluster_identity} is not in cluster.identities {ids}")
+    lists = {"embed_text.llms": p.embed_text.llms, "finetune.llms": p.finetune.llms, "align.llms": p.align.llms}
+    for key, names in {**lists, "structure.gdms": p.structure.gdms}.items():
+        if len(set(names)) != len(names):
+            raise ParamsError(key, f"{show_value(names)} lists a name twice")
+    s = p.structure  # dvc.yaml reads structure.<gdm> for each GDM
+    if bad := [g for g in s.gdms if g in ("graph", "train") or not dataclasses.is_dataclass(getattr(s, g, None))]:
+        raise ParamsError("structure.gdms", f"{bad} have no settings section structure.<gdm>")
+    known = set(p.embed_text.llms) | {f"{m}+lora" for m in p.finetune.llms}
+    if unknown := [m for m in p.pair_llms() if m not in known]:
+        raise ParamsError("align.llms", f"{unknown} not in embed_text.llms or <finetune.llms>+lora {sorted(known)}")
+
+
+def parse_params(data: Any, source: str = "params") -> Params:
+    """Validated Params from the parsed YAML mapping; `source` (the file name) prefixes the error message."""
+    try:
+        params = build_dataclass(Params, data, "")
+        _cross_checks(params)
+    except ParamsError as exc:
+        raise ParamsError(exc.key, exc.problem, source) from None
+    return params
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
-    """Read params.yaml (missing file -> defaults) into a validated, immutable Params."""
+    """Read and validate a params file: every key present and well-typed, or a ParamsError saying which is not."""
     path = Path(path)
-    data = yaml.safe_load(path.read_text()) if path.exists() else {}
-    params = _build(Params, data or {}, "")
-    known = set(params.embed_text.llms) | {f"{m}+lora" for m in params.finetune.llms}
-    unknown = [m for m in params.pair_llms() if m not in known]
-    if unknown:
-        raise ValueError(
-            f"params: align.llms {unknown} are neither in embed_text.llms nor '<finetune.llms>+lora' ({sorted(known)})"
-        )
-    return params
+    if not path.is_file():
+        raise ParamsError("(file)", f"no params file at {path}", str(path))
+    return parse_params(yaml.safe_load(path.read_text()), str(path))

@@ -5,13 +5,15 @@ Written with storage.save_embeddings into a tmp Paths, so the stages read them e
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from protalign.params import AlignParams, EmbedTextParams, EvaluateParams, Params, StructureParams
+from params_helpers import default_params
+from protalign.params import Params
 from protalign.paths import Paths
 from protalign.storage import EmbeddingSet, save_embeddings, write_json
 
@@ -35,11 +37,12 @@ def make_world(
     llms: Sequence[str] = ("llm-a",),
     gdms: Sequence[str] = ("gdm-x",),
     drop: dict[str, Sequence[str]] | None = None,
-    align: AlignParams | None = None,
+    align: Mapping[str, Any] | None = None,
 ) -> World:
     """`signal=0` makes text independent of structure (a negative control).
 
-    `drop` maps 'text/<llm>' or 'structure/<gdm>' to ids that model 'could not embed' (listed as skipped)."""
+    `drop` maps 'text/<llm>' or 'structure/<gdm>' to ids that model 'could not embed' (listed as skipped).
+    `align` overrides params.yaml's align section (here: every LLM of the world paired, no early stopping)."""
     drop = drop or {}
     rng = np.random.default_rng(seed)
     ids = [f"P{i:04d}" for i in range(n)]
@@ -59,11 +62,11 @@ def make_world(
         "test": sorted(order[n_train + n_val :].tolist()),
     }
     write_json(paths.split, {"method": "random", "seed": seed, "fractions": [0.6, 0.2, 0.2], **split})
-    params = Params(
-        embed_text=EmbedTextParams(llms=tuple(llms)),
-        structure=StructureParams(gdms=tuple(gdms)),
-        align=align or AlignParams(),
-        evaluate=EvaluateParams(ks=(1, 5, 10)),
+    params = default_params(
+        embed_text={"llms": tuple(llms)},
+        structure={"gdms": tuple(gdms)},
+        align={"llms": (), "patience": None, **(align or {})},
+        evaluate={"ks": (1, 5, 10)},
     )
     return World(paths=paths, params=params, ids=ids, split=split)
 

@@ -15,7 +15,6 @@ import yaml
 from synthetic import make_world
 
 from protalign.align import evaluate, train
-from protalign.params import AlignParams
 
 
 def test_writes_metrics_and_per_protein(world):
@@ -41,7 +40,7 @@ def test_writes_metrics_and_per_protein(world):
 
 def test_baseline_is_the_untrained_start(tmp_path):
     """With zero epochs of learning (lr=0) the trained heads ARE the baseline: identical numbers."""
-    world = make_world(tmp_path, align=AlignParams(lr=0.0, epochs=1))
+    world = make_world(tmp_path, align={"lr": 0.0, "epochs": 1})
     train.train_pair(world.params, world.paths, "llm-a", "gdm-x")
     m = evaluate.run(world.params, world.paths, "llm-a", "gdm-x")
     assert m["alignment_score"] == m["baseline_alignment_score"]
@@ -51,7 +50,7 @@ def test_baseline_is_the_untrained_start(tmp_path):
 def test_same_seed_gives_identical_metrics_bytes(tmp_path):
     blobs = []
     for name in ("first", "second"):
-        world = make_world(tmp_path / name, align=AlignParams(epochs=8))
+        world = make_world(tmp_path / name, align={"epochs": 8})
         train.train_pair(world.params, world.paths, "llm-a", "gdm-x")
         evaluate.run(world.params, world.paths, "llm-a", "gdm-x")
         blobs.append(
@@ -69,7 +68,7 @@ def test_each_pair_scores_the_split_test_set_and_reports_its_losses(tmp_path, ca
     # llm-b could not embed three test proteins, gdm-y one more: only the pairs using them lose those
     drop = {"text/llm-b": test_ids[:3], "structure/gdm-y": test_ids[2:4]}
     world = make_world(tmp_path / "w", llms=("llm-a", "llm-b"), gdms=("gdm-x", "gdm-y"), drop=drop,
-                       align=AlignParams(epochs=2))  # fmt: skip
+                       align={"epochs": 2})  # fmt: skip
     results = {}
     for llm in ("llm-a", "llm-b"):
         for gdm in ("gdm-x", "gdm-y"):
@@ -94,9 +93,9 @@ def test_each_pair_scores_the_split_test_set_and_reports_its_losses(tmp_path, ca
 
 def test_one_pair_needs_only_its_own_two_models(tmp_path):
     """Other models' embeddings absent (or embedding fewer proteins) change nothing for this pair."""
-    alone = make_world(tmp_path / "alone", align=AlignParams(epochs=2))
+    alone = make_world(tmp_path / "alone", align={"epochs": 2})
     crowd = make_world(tmp_path / "crowd", llms=("llm-a", "llm-b"), gdms=("gdm-x", "gdm-y"),
-                       drop={"text/llm-b": alone.split["test"][:5]}, align=AlignParams(epochs=2))  # fmt: skip
+                       drop={"text/llm-b": alone.split["test"][:5]}, align={"epochs": 2})  # fmt: skip
     shutil.rmtree(crowd.paths.structure_embeddings("gdm-y"))
     for world in (alone, crowd):
         train.train_pair(world.params, world.paths, "llm-a", "gdm-x")

@@ -9,15 +9,15 @@ import pytest
 import torch
 from synthetic import make_world
 
+from params_helpers import with_params
 from protalign.align import evaluate, train
 from protalign.align.heads import load_heads
-from protalign.params import AlignParams
 from protalign.storage import write_json
 
 
 @pytest.mark.parametrize("loss", ["study", "clip"])
 def test_training_beats_untrained_baseline(tmp_path, loss):
-    world = make_world(tmp_path, align=AlignParams(loss=loss))
+    world = make_world(tmp_path, align={"loss": loss})
     train.train_pair(world.params, world.paths, "llm-a", "gdm-x")
     m = evaluate.run(world.params, world.paths, "llm-a", "gdm-x")
     assert m["alignment_score"] > m["baseline_alignment_score"] + 0.3
@@ -82,7 +82,7 @@ def test_saved_heads_hold_config_and_history(world):
 
 
 def test_structure_layers_and_dim_from_params(tmp_path):
-    world = make_world(tmp_path, align=AlignParams(dim=8, structure_layers=3, hidden_dim=16, epochs=2))
+    world = make_world(tmp_path, align={"dim": 8, "structure_layers": 3, "hidden_dim": 16, "epochs": 2})
     train.train_pair(world.params, world.paths, "llm-a", "gdm-x")
     _, structure_head, config, _ = load_heads(world.paths.heads("llm-a", "gdm-x"))
     assert config.dim == 8 and config.structure_layers == 3
@@ -92,7 +92,7 @@ def test_structure_layers_and_dim_from_params(tmp_path):
 def test_same_seed_same_weights_other_seed_differs(tmp_path):
     outs = []
     for name, seed in (("a", 0), ("b", 0), ("c", 1)):
-        world = make_world(tmp_path / name, align=AlignParams(epochs=5, seed=seed))
+        world = make_world(tmp_path / name, align={"epochs": 5, "seed": seed})
         train.train_pair(world.params, world.paths, "llm-a", "gdm-x")
         outs.append(load_heads(world.paths.heads("llm-a", "gdm-x"))[0].proj.weight)
     assert torch.equal(outs[0], outs[1])
@@ -120,7 +120,7 @@ def test_bad_split_and_params_fail_loudly(world):
     write_json(world.paths.split, split)
     with pytest.raises(ValueError, match="overlap"):
         train.load_split(world.paths)
-    data_params = dataclasses.replace(world.params, align=AlignParams(loss="triplet"))
+    data_params = with_params(world.params, "align.loss", "triplet")
     with pytest.raises(ValueError, match="unknown align.loss"):
         train.fit_heads((np.ones((4, 2)),) * 2, (np.ones((4, 2)),) * 2, train.head_config(data_params.align, 2, 2),
                         data_params.align)  # fmt: skip
@@ -133,7 +133,7 @@ def test_run_logs_to_mlflow(world, tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("PROTALIGN_MLFLOW_EXPERIMENT", "test-align")
-    params = dataclasses.replace(world.params, align=AlignParams(epochs=3))
+    params = with_params(world.params, "align.epochs", 3)
     info = train.run(params, world.paths, "llm-a", "gdm-x")
     client = mlflow.tracking.MlflowClient(uri)
     exp = client.get_experiment_by_name("test-align")

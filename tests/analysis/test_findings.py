@@ -13,16 +13,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from params_helpers import default_params
 from protalign.align.heads import HeadConfig, StructureHead, structure_widths
 from protalign.analysis import correlations, cv, findings, properties
 from protalign.corpus import clusters, folds
-from protalign.params import (
-    AlignParams,
-    AnalysisParams,
-    EmbedTextParams,
-    Params,
-    StructureParams,
-)  # fmt: skip
 from protalign.paths import Paths
 from protalign.storage import EmbeddingSet, load_embeddings, save_embeddings
 
@@ -57,11 +51,11 @@ def _world(root, n=90):
     for k, llm in enumerate(LLMS):
         text = core @ rng.normal(size=(8, 12)) + (0.5 + k) * rng.normal(size=(n, 12))
         save_embeddings(paths.text_embeddings(llm), EmbeddingSet(ids, text.astype(np.float32), {}))
-    params = Params(
-        embed_text=EmbedTextParams(llms=LLMS),
-        structure=StructureParams(gdms=GDMS),
-        align=AlignParams(epochs=15, batch_size=16, lr=3e-3),
-        analysis=AnalysisParams(folds=3, seeds=(0, 1), depths=(1, 2), n_boot=200, bins=3, workers=1),
+    params = default_params(
+        embed_text={"llms": LLMS},
+        structure={"gdms": GDMS},
+        align={"llms": (), "patience": None, "epochs": 15, "batch_size": 16, "lr": 3e-3},
+        analysis={"folds": 3, "seeds": (0, 1), "depths": (1, 2), "n_boot": 200, "bins": 3, "workers": 1},
     )
     return params, paths
 

@@ -7,9 +7,10 @@ import pandas as pd
 import pytest
 from matplotlib.image import imread
 
+from params_helpers import default_params
 from protalign.align import evaluate, train
 from protalign.analysis import report
-from protalign.params import AlignParams, EmbedTextParams, EvaluateParams, Params, StructureParams
+from protalign.params import Params
 from protalign.paths import Paths
 from protalign.storage import EmbeddingSet, load_embeddings, save_embeddings, write_json
 
@@ -28,11 +29,11 @@ def _pipeline(root, run_pairs=True) -> tuple[Params, Paths]:
     for llm, text in (("llm-a", related), ("llm-b", unrelated)):
         save_embeddings(paths.text_embeddings(llm), EmbeddingSet(ids, text.astype(np.float32), {}))
     write_json(paths.split, {"train": ids[:60], "val": ids[60:80], "test": ids[80:]})
-    params = Params(
-        embed_text=EmbedTextParams(llms=LLMS),
-        structure=StructureParams(gdms=GDMS),
-        align=AlignParams(epochs=40),
-        evaluate=EvaluateParams(ks=(1, 5)),
+    params = default_params(
+        embed_text={"llms": LLMS},
+        structure={"gdms": GDMS},
+        align={"llms": (), "patience": None, "epochs": 40},
+        evaluate={"ks": (1, 5)},
     )
     if run_pairs:
         for llm in LLMS:

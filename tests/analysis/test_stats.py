@@ -212,10 +212,10 @@ def test_stage_tables_batch_the_intervals_exactly():
     """correlate / properties compute every interval in one batched call: same as one correlation_ci each."""
     import pandas as pd
 
+    from params_helpers import default_params
     from protalign.analysis import correlations, properties
-    from protalign.params import AnalysisParams, Params
 
-    params = Params(analysis=AnalysisParams(n_boot=200, seed=3))
+    params = default_params(analysis={"n_boot": 200, "seed": 3})
     rng = np.random.default_rng(5)
     ids = [f"p{i:03d}" for i in range(70)]
     base = rng.normal(size=70)

@@ -11,9 +11,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from params_helpers import default_params
 from protalign.analysis import findings, sweeps
 from protalign.cli import main
-from protalign.params import Params
 from protalign.paths import Paths
 from protalign.structure.gearnet import GearNetEncoder
 
@@ -109,7 +109,7 @@ def _f6(tmp_path, rows) -> list:
     paths = Paths(tmp_path)
     (paths.reports / "sweeps").mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows).to_csv(paths.reports / "sweeps" / "gdm_dim.csv", index=False)
-    return findings.finding_gdm_dim(Params(), paths)
+    return findings.finding_gdm_dim(default_params(), paths)
 
 
 def _verdict(blocks) -> str:
@@ -128,7 +128,7 @@ def test_f6_is_judged_per_llm(tmp_path):
     two = [r for r in up if r["dim"] in (64, 128)]
     assert "not testable here" in _verdict(_f6(tmp_path, two))
     (tmp_path / "reports" / "sweeps" / "gdm_dim.csv").unlink()
-    assert "not testable here" in _verdict(findings.finding_gdm_dim(Params(), Paths(tmp_path)))
+    assert "not testable here" in _verdict(findings.finding_gdm_dim(default_params(), Paths(tmp_path)))
 
 
 def test_pairs_outside_the_experiments_params_are_not_rows(tmp_path):

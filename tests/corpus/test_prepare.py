@@ -12,10 +12,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from params_helpers import default_params
 from protalign.corpus import prepare
 from protalign.corpus.store import ProteinStructure, StructureStore, write_store
 from protalign.errors import UserError
-from protalign.params import Params, PrepareParams
 from protalign.paths import Paths
 
 REAL = ["11AS", "1A7G", "1A8O", "1AAY", "1AS5", "5E5Z"]
@@ -23,7 +23,7 @@ COLUMNS = [
     "id", "length", "n_chains", "chains", "sequence", "n_entities", "molecule_names", "organisms", "taxids", "entity_chains", "entity_lengths",
     "ec_numbers", "method", "resolution", "title", "classification", "structure_file", "coord_hash", "duplicate_of",
 ]  # fmt: skip
-LENIENT = Params(prepare=PrepareParams(max_skipped_fraction=0.5))  # the mini corpus skips 5 of its 10 entries
+LENIENT = default_params(prepare={"max_skipped_fraction": 0.5})  # the mini corpus skips 5 of its 10 entries
 
 
 def _manifest(data: Path, rows: list[tuple[str, str, str, str]]) -> None:
@@ -108,11 +108,11 @@ def test_prepare_is_deterministic_across_workers(mini_root, tmp_path_factory):
 
 
 def test_prepare_limits_are_skips(mini_root):
-    params = Params(prepare=PrepareParams(max_residues=100, min_residues=10, max_file_mb=10.0, max_skipped_fraction=1))
+    params = default_params(prepare={"max_residues": 100, "min_residues": 10, "max_file_mb": 10.0, "max_skipped_fraction": 1})
     prepare.run(params, Paths(mini_root), workers=1)
     skipped = {r["id"]: r["reason"] for r in csv.DictReader(Paths(mini_root).skipped.open())}
     assert "too many residues" in skipped["11AS"]
-    params = Params(prepare=PrepareParams(max_file_mb=0.0001, max_skipped_fraction=1))
+    params = default_params(prepare={"max_file_mb": 0.0001, "max_skipped_fraction": 1})
     with pytest.raises(ValueError, match="none of"):
         prepare.run(params, Paths(mini_root), workers=1)
 
@@ -120,10 +120,10 @@ def test_prepare_limits_are_skips(mini_root):
 def test_skipped_share_above_the_limit_fails_after_writing_the_reasons(mini_root):
     paths = Paths(mini_root)
     with pytest.raises(UserError, match=r"skipped 5 of 10 entries \(50.0%\).*max_skipped_fraction 25%"):
-        prepare.run(Params(prepare=PrepareParams(max_skipped_fraction=0.25)), paths, workers=1)
+        prepare.run(default_params(prepare={"max_skipped_fraction": 0.25}), paths, workers=1)
     assert {r["id"] for r in csv.DictReader(paths.skipped.open())} == {"5E5Z", "EMPTY", "TRUNC", "DNA1", "GONE"}
     assert not paths.proteins.exists() and not paths.structures.exists()
-    assert prepare.run(Params(prepare=PrepareParams(max_skipped_fraction=0.5)), paths, workers=1)["kept"] == 5
+    assert prepare.run(default_params(prepare={"max_skipped_fraction": 0.5}), paths, workers=1)["kept"] == 5
 
 
 def test_identical_coordinates_under_two_ids_are_recorded(mini_root):
@@ -154,10 +154,10 @@ def test_coord_hash_sees_every_coordinate():
 def test_manifest_errors(tmp_path):
     (tmp_path / "data").mkdir()
     with pytest.raises(FileNotFoundError, match="fetch"):
-        prepare.run(Params(), Paths(tmp_path))
+        prepare.run(default_params(), Paths(tmp_path))
     (tmp_path / "data" / "manifest.tsv").write_text("pdb_id\tstructure_file\n1ABC\tx.pdb\n")
     with pytest.raises(ValueError, match="missing column"):
-        prepare.run(Params(), Paths(tmp_path))
+        prepare.run(default_params(), Paths(tmp_path))
 
 
 def _toy(entry: str, n_res: int, seed: int) -> ProteinStructure:

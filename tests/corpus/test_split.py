@@ -7,8 +7,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from params_helpers import default_params
 from protalign.corpus import split
-from protalign.params import Params, SplitParams
 from protalign.paths import Paths
 from protalign.storage import read_json
 
@@ -25,7 +25,7 @@ def _proteins(root, ids, hashes=None):
 def test_split_is_deterministic_disjoint_and_complete(tmp_path):
     ids = [f"{i:04d}" for i in range(200)]
     paths = _proteins(tmp_path, ids[::-1])  # file order must not matter
-    out = split.run(Params(), paths)
+    out = split.run(default_params(), paths)
     first = paths.split.read_bytes()
     parts = [out["train"], out["val"], out["test"]]
     assert sorted(sum(parts, [])) == ids
@@ -33,9 +33,9 @@ def test_split_is_deterministic_disjoint_and_complete(tmp_path):
     assert [len(p) for p in parts] == [160, 20, 20]
     assert read_json(paths.split) == {"method": "random", "seed": 0, "fractions": [0.8, 0.1, 0.1], **out}
     paths2 = _proteins(tmp_path / "again", ids)
-    split.run(Params(), paths2)
+    split.run(default_params(), paths2)
     assert paths2.split.read_bytes() == first
-    other = split.run(Params(split=SplitParams(seed=1)), paths2)
+    other = split.run(default_params(split={"seed": 1}), paths2)
     assert other["test"] != out["test"]
 
 
@@ -52,15 +52,15 @@ def test_small_corpora_get_val_and_test(n):
 def test_split_errors(tmp_path):
     paths = _proteins(tmp_path, ["A", "B", "C"])
     with pytest.raises(ValueError, match="not one of"):
-        split.run(Params(split=SplitParams(method="kmeans")), paths)
+        split.run(default_params(split={"method": "kmeans"}), paths)
     with pytest.raises(FileNotFoundError, match="cluster stage"):
-        split.run(Params(split=SplitParams(method="cluster")), paths)
+        split.run(default_params(split={"method": "cluster"}), paths)
     with pytest.raises(ValueError, match="summing to 1"):
-        split.run(Params(split=SplitParams(fractions=(0.5, 0.1, 0.1))), paths)
+        split.run(default_params(split={"fractions": (0.5, 0.1, 0.1)}), paths)
     with pytest.raises(ValueError, match="not unique"):
         split.random_split(["A", "A", "B"], (0.8, 0.1, 0.1), 0)
     with pytest.raises(FileNotFoundError, match="prepare"):
-        split.run(Params(), Paths(tmp_path / "nothing"))
+        split.run(default_params(), Paths(tmp_path / "nothing"))
 
 
 def _clusters(n_ids: int, seed: int) -> dict[str, str]:
@@ -94,12 +94,12 @@ def test_cluster_split_stage_reads_clusters(tmp_path):
     paths = _proteins(tmp_path, sorted(clusters))
     pq.write_table(pa.table({"id": sorted(clusters), "cluster_30": [clusters[i] for i in sorted(clusters)]}),
                    paths.clusters)  # fmt: skip
-    out = split.run(Params(split=SplitParams(method="cluster")), paths)
+    out = split.run(default_params(split={"method": "cluster"}), paths)
     assert out["method"] == "cluster" and out["cluster_identity"] == 0.3
     test_clusters = {clusters[i] for i in out["test"]}
     assert not test_clusters & {clusters[i] for i in out["train"] + out["val"]}
     with pytest.raises(ValueError, match="cluster.identities"):
-        split.run(Params(split=SplitParams(method="cluster", cluster_identity=0.5)), paths)
+        split.run(default_params(split={"method": "cluster", "cluster_identity": 0.5}), paths)
 
 
 @pytest.mark.parametrize("k", [2, 5])
@@ -188,11 +188,11 @@ def test_unique_hashes_change_nothing():
 def test_split_stage_keeps_duplicates_together(tmp_path):
     ids = [f"{i:04d}" for i in range(100)]
     hashes = _duplicate_sets(ids, 15, 7)
-    out = split.run(Params(split=SplitParams(fractions=(0.5, 0.25, 0.25))), _proteins(tmp_path, ids, hashes))
+    out = split.run(default_params(split={"method": "random", "fractions": (0.5, 0.25, 0.25)}), _proteins(tmp_path, ids, hashes))
     side = {i: k for k in split.PARTS for i in out[k]}
     assert _straddles(side, hashes) == 0
     paths = Paths(tmp_path / "stale")
     paths.prepared.mkdir(parents=True)
     pq.write_table(pa.table({"id": ids}), paths.proteins)
     with pytest.raises(ValueError, match="coord_hash.*rerun the prepare"):
-        split.run(Params(), paths)
+        split.run(default_params(split={"method": "random"}), paths)

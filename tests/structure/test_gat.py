@@ -6,14 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from protalign.params import GATParams, StructureParams
+from params_helpers import default_params
 from protalign.structure import registry
 from protalign.structure.gat import GATEncoder
 
 
 def _encoder(pooling: str = "mean", seed: int = 0) -> GATEncoder:
     torch.manual_seed(seed)
-    params = StructureParams(gat=GATParams(hidden=4, heads=3, layers=2, dropout=0.1), pooling=pooling)
+    gat = {"hidden": 4, "heads": 3, "layers": 2, "dropout": 0.1}
+    params = default_params(structure={"gat": gat, "pooling": pooling}).structure
     return registry.build("gat", params).eval()
 
 
@@ -28,7 +29,7 @@ def test_registry_builds_gat():
     enc = _encoder()
     assert isinstance(enc, GATEncoder) and enc.node_dim == 12 and enc.dim == 12
     with pytest.raises(KeyError, match="unknown structure model"):
-        registry.build("nope", StructureParams())
+        registry.build("nope", default_params().structure)
 
 
 def test_forward_and_embed_shapes(make_structure):
@@ -64,7 +65,7 @@ def test_pooling_variants(make_structure):
     torch.testing.assert_close(both[0, 12:], nodes.max(0).values)
     torch.testing.assert_close(means[0], nodes.mean(0))  # same seed -> same weights
     with pytest.raises(ValueError, match="pooling"):
-        registry.build("gat", StructureParams(pooling="sum"))
+        registry.build("gat", default_params(structure={"pooling": "sum"}).structure)
 
 
 def test_type_mask_hides_residue_type(make_structure):

@@ -246,9 +246,9 @@ def test_our_parser_gives_torchdrug_nodes(td, real):
 
 
 def test_tiny_proteins_and_config_from_params():
-    from protalign.params import StructureParams
+    from params_helpers import default_params
 
-    cfg = GearNetEncoder.config_from_params(StructureParams())
+    cfg = GearNetEncoder.config_from_params(default_params().structure)
     assert cfg["hidden_dims"] == [512, 512] and cfg["readout"] == "sum" and cfg["graph"]["radius"] == 10.0
     enc = _encoder(hidden=(8,))
     for n, rels in ((1, [2]), (2, [1, 2, 2, 3])):

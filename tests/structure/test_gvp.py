@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from protalign.params import GVPParams, StructureParams
+from params_helpers import default_params
 from protalign.structure import registry
 from protalign.structure.embed import embed_samples
 from protalign.structure.gvp import GVP, GVPEncoder, GVPLayerNorm, node_geometry
 
-SMALL = StructureParams(
-    gvp=GVPParams(knn=30, node_scalar=16, node_vector=4, edge_scalar=8, layers=2, out_dim=12)
-)
+SMALL = default_params(
+    structure={"gvp": {"knn": 30, "node_scalar": 16, "node_vector": 4, "edge_scalar": 8, "layers": 2, "out_dim": 12}}
+).structure
 
 
 def _encoder(params=SMALL, seed=0) -> GVPEncoder:
@@ -58,7 +58,7 @@ def test_registered_with_shape_and_default_dims(real):
     assert torch.allclose(fwd_norm[:-1], torch.ones(n - 1), atol=1e-5) and fwd_norm[-1] == 0
     emb = _embed(enc, s, real("154L"))
     assert emb.shape == (2, 12) and enc.dim == 12 and torch.isfinite(emb).all()
-    full = registry.build("gvp", StructureParams())
+    full = registry.build("gvp", default_params().structure)
     assert full.dim == 100 and full.W_v[1].wh.weight.shape == (16, 3)  # reference (100, 16) hidden
 
 

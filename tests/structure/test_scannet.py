@@ -184,16 +184,16 @@ def test_crop_rebuilds_neighbourhoods(enc):
 
 
 def test_registry_and_one_training_step():
-    from protalign.params import StructureParams, StructureTrainParams
+    from params_helpers import default_params
     from protalign.structure.tasks import type_mask
 
-    params = StructureParams()
+    params = default_params().structure
     torch.manual_seed(0)
     enc = registry.build("scannet", params)
     assert enc.dim == 128 and sum(p.numel() for p in enc.parameters() if p.requires_grad) == 473_988
     head = torch.nn.Linear(enc.node_dim, 20)
     samples = [enc.featurize(toy(seed=i, pid=f"P{i}")) for i in range(3)]
-    cfg = StructureTrainParams(max_residues=6, mask_rate=0.3)
+    cfg = default_params(structure={"train": {"max_residues": 6, "mask_rate": 0.3}}).structure.train
     enc.train()
     batch = enc.collate([enc.crop(s, 2, 2 + cfg.max_residues) for s in samples])
     mask = type_mask(batch["aa"], cfg.mask_rate, torch.Generator().manual_seed(0))

@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 import torch
 
-from protalign.params import GVPParams, Params, StructureParams, StructureTrainParams
+from params_helpers import default_params
+from protalign.params import Params
 from protalign.paths import Paths
 from protalign.structure import registry, tasks
 from protalign.structure import train as train_stage
@@ -57,15 +58,14 @@ def test_angle_bins_match_brute_force():
 
 
 def _params(weights="trained", tasks_=("residue_type", "distance", "angle"), device="cpu") -> Params:
-    return Params(
-        structure=StructureParams(
-            gvp=GVPParams(knn=10, node_scalar=8, node_vector=2, edge_scalar=4, layers=1, out_dim=8),
-            weights=weights,
-            device=device,
-            train=StructureTrainParams(
-                epochs=2, batch_size=2, max_residues=60, tasks=tasks_, pairs_per_protein=8
-            ),
-        )
+    return default_params(
+        structure={
+            "gvp": {"knn": 10, "node_scalar": 8, "node_vector": 2, "edge_scalar": 4, "layers": 1, "out_dim": 8},
+            "weights": weights,
+            "device": device,
+            "threads": 1,
+            "train": {"epochs": 2, "batch_size": 2, "max_residues": 60, "tasks": tasks_, "pairs_per_protein": 8},
+        }
     )
 
 

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+from params_helpers import default_params
 from protalign.corpus.store import StructureStore, write_store
 from protalign.errors import UserError
-from protalign.params import GATParams, Params, StructureParams, StructureTrainParams
+from protalign.params import Params
 from protalign.paths import Paths
 from protalign.storage import load_embeddings, write_json
 from protalign.structure import embed as embed_stage
@@ -25,12 +26,8 @@ VAL = ["165L", "171L"]
 def _params(**train) -> Params:
     cfg = dict(epochs=2, lr=0.003, batch_size=3, mask_rate=0.2, max_residues=96, seed=0)
     cfg.update(train)
-    structure = StructureParams(
-        gat=GATParams(hidden=4, heads=2, layers=2, dropout=0.1),
-        pooling="meanmax",
-        train=StructureTrainParams(**cfg),
-    )
-    return Params(structure=structure)
+    gat = {"hidden": 4, "heads": 2, "layers": 2, "dropout": 0.1}
+    return default_params(structure={"gat": gat, "pooling": "meanmax", "threads": 1, "train": cfg})
 
 
 @pytest.fixture(scope="module")

@@ -3,13 +3,13 @@ and timeouts, fallbacks recorded, cache hits without requests, and the API key n
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from protalign.params import ChatParams, Params, SummarizeParams
+from params_helpers import default_params
+from protalign.params import Params
 from protalign.paths import Paths
 from protalign.text import chat as C
 from protalign.text import summarize as S
@@ -67,9 +67,9 @@ def repo(tmp_path, monkeypatch, mlflow_db) -> Paths:
 
 
 def params(server: ChatServer, **chat) -> Params:
-    base = ChatParams(base_url=server.base_url, model="test-model", api_key_env=KEY_ENV, timeout=5.0,
-                      max_retries=3, backoff=0.01, max_concurrency=3)  # fmt: skip
-    return Params(summarize=SummarizeParams(writer="chat", chat=dataclasses.replace(base, **chat)))
+    base = {"base_url": server.base_url, "model": "test-model", "api_key_env": KEY_ENV, "timeout": 5.0,
+            "max_retries": 3, "backoff": 0.01, "max_concurrency": 3}  # fmt: skip
+    return default_params(summarize={"writer": "chat", "chat": {**base, **chat}})
 
 
 def written(paths: Paths) -> dict[str, tuple[str, str]]:

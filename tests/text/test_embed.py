@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 import torch
 
+from params_helpers import default_params
 from protalign.errors import UserError
-from protalign.params import EmbedTextParams, Params
+from protalign.params import Params
 from protalign.paths import Paths
 from protalign.storage import load_embeddings
 from protalign.text import embed as E
@@ -52,7 +53,7 @@ def write_summaries(root: Path, texts: dict[str, str] = TEXTS) -> Paths:
 
 
 def params(**kw) -> Params:
-    return Params(embed_text=EmbedTextParams(**{"batch_size": 2, "max_length": 64, **kw}))
+    return default_params(embed_text={"llms": ("smollm2-135m",), "batch_size": 2, "max_length": 64, **kw})
 
 
 # --- pooling on hand-made hidden states ---------------------------------------------------------------------

@@ -4,7 +4,6 @@ and its MLflow run holds params, loss curve, adapter and base-model tags but no 
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import sqlite3
 from pathlib import Path
@@ -14,7 +13,8 @@ import pandas as pd
 import pytest
 import torch
 
-from protalign.params import FinetuneParams, Params, load_params
+from params_helpers import default_params
+from protalign.params import Params, load_params
 from protalign.paths import Paths
 from protalign.text import embed as E
 from protalign.text import finetune as F
@@ -37,8 +37,8 @@ TEST = {"3AAA": "The protein with PDB ID 3AAA is a cytochrome c from Equus cabal
 
 
 def small_params(**kw) -> Params:
-    ft = FinetuneParams(epochs=1, lr=2e-3, batch_size=3, max_length=48, threads=2, seed=0)
-    return Params(finetune=dataclasses.replace(ft, **kw))
+    ft = {"epochs": 1, "lr": 2e-3, "batch_size": 3, "max_length": 48, "threads": 2, "seed": 0, "group_by_length": False}
+    return default_params(finetune={"llms": ("smollm2-135m",), **ft, **kw})
 
 
 def make_project(root: Path, texts: dict[str, str] | None = None) -> Paths:
@@ -275,7 +275,7 @@ def test_embedding_with_the_adapter_differs_from_base_and_reloads_equal(trained,
     # the stage: embeddings/text/<llm>+lora through embed_text's own code
     from protalign.text import embed_finetuned
 
-    emb = embed_finetuned.run(Params(), paths, "smollm2-135m")
+    emb = embed_finetuned.run(default_params(), paths, "smollm2-135m")
     assert emb.meta["model"] == "smollm2-135m+lora" and emb.vectors.shape == (8, 576)
     assert (paths.text_embeddings("smollm2-135m+lora") / "embeddings.npy").exists()
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from protalign.params import Params, SummarizeParams
+from params_helpers import default_params
 from protalign.paths import Paths
 from protalign.text import summarize as S
 
@@ -66,7 +66,7 @@ def test_run_writes_sorted_parquet(tmp_path):
     paths = Paths(tmp_path)
     paths.prepared.mkdir()
     proteins().to_parquet(paths.proteins, index=False)
-    S.run(Params(), paths)
+    S.run(default_params(), paths)
     back = pd.read_parquet(paths.summaries)
     assert list(back.columns) == ["id", "text", "writer"]
     assert back["id"].tolist() == sorted(back["id"])
@@ -79,14 +79,14 @@ def test_run_writes_sorted_parquet(tmp_path):
 
 def test_unknown_writer_and_bad_input_fail_clearly(tmp_path):
     with pytest.raises(ValueError, match="unknown writer 'chatty'.*template"):
-        S.run(Params(summarize=SummarizeParams(writer="chatty")), Paths(tmp_path))
+        S.run(default_params(summarize={"writer": "chatty"}), Paths(tmp_path))
     with pytest.raises(ValueError, match="organisms"):
         S.summarize(proteins().drop(columns=["organisms"]), S.TemplateWriter())
     dup = pd.concat([proteins(), proteins().iloc[:1]])
     with pytest.raises(ValueError, match="duplicate ids.*2XYZ"):
         S.summarize(dup, S.TemplateWriter())
     with pytest.raises(FileNotFoundError, match="prepare"):
-        S.run(Params(), Paths(tmp_path))
+        S.run(default_params(), Paths(tmp_path))
 
 
 def test_clean_list_handles_cell_shapes():
