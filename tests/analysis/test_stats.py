@@ -246,3 +246,29 @@ def test_stage_tables_batch_the_intervals_exactly():
         assert row["n"] == len(sub)
         one = stats.correlation_ci(sub.iloc[:, 0], sub.iloc[:, 1], "spearman", n_boot=200, seed=3)
         np.testing.assert_allclose([row["ci_low"], row["ci_high"]], [one.low, one.high], rtol=1e-12)
+
+
+def test_hierarchical_ci_one_seed_equals_the_cluster_bootstrap_of_the_mean():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=40)
+    clusters = rng.integers(0, 12, size=40)
+    h = stats.hierarchical_ci(x[:, None], clusters, n_boot=500, seed=7)
+    ref = stats.bootstrap(lambda idx: float(x[idx].mean()), 40, n_boot=500, seed=7, clusters=clusters)
+    assert h.estimate == pytest.approx(x.mean())
+    assert (h.low, h.high, h.n_units) == pytest.approx((ref.low, ref.high, ref.n_units))
+
+
+def test_hierarchical_ci_widens_with_seed_variance():
+    """Seed-to-seed spread must show in the interval: a seed-averaged bootstrap would hide it."""
+    rng = np.random.default_rng(0)
+    proteins = rng.normal(scale=0.1, size=(200, 1))
+    seed_shift = np.array([[-0.5, 0.5, -0.4, 0.45, 0.0]])  # training seeds that disagree strongly
+    values = proteins + seed_shift
+    wide = stats.hierarchical_ci(values, n_boot=1000, seed=1)
+    averaged = stats.mean_ci(values.mean(axis=1), n_boot=1000, seed=1)
+    assert wide.estimate == pytest.approx(averaged.estimate)
+    assert (wide.high - wide.low) > 5 * (averaged.high - averaged.low)
+    # no seed variance: the two agree in width
+    flat = stats.hierarchical_ci(np.repeat(proteins, 5, axis=1), n_boot=1000, seed=1)
+    plain = stats.mean_ci(proteins[:, 0], n_boot=1000, seed=1)
+    assert (flat.high - flat.low) == pytest.approx(plain.high - plain.low, rel=0.25)

@@ -346,3 +346,33 @@ def bonferroni_ci(ci: float, m: int) -> float:
     if m < 1:
         raise ValueError(f"m must be >= 1, got {m}")
     return 1.0 - (1.0 - ci) / m
+
+
+def hierarchical_ci(
+    values: np.ndarray,
+    clusters: Sequence | None = None,
+    n_boot: int = 2000,
+    ci: float = 0.95,
+    seed: int = 0,
+) -> Interval:
+    """Interval of the grand mean of `values` [proteins x training seeds] carrying BOTH sources of variance.
+
+    Each draw resamples the units (proteins, or whole clusters when `clusters` labels the rows) and, independently,
+    the seed columns, both with replacement; the statistic is the mean over the drawn cells. With one seed column
+    this is the plain (cluster) bootstrap of the mean. A paired comparison (real minus control, pair A minus pair B,
+    each row and seed matched) passes the difference matrix. NaN cells (a protein a seed did not score) are left
+    out of each draw's mean.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim == 1:
+        values = values[:, None]
+    n, s = values.shape
+    _check_bootstrap(n, n_boot, ci)
+    groups = _groups(n, clusters)
+    rng = np.random.default_rng(seed)
+    draws = np.empty(n_boot)
+    for b in range(n_boot):
+        rows = np.concatenate([groups[p] for p in rng.integers(0, len(groups), size=len(groups))])
+        cols = rng.integers(0, s, size=s)
+        draws[b] = np.nanmean(values[np.ix_(rows, cols)]) if s > 1 else np.nanmean(values[rows, 0])
+    return _interval(float(np.nanmean(values)), draws, n_boot, ci, n, len(groups))
