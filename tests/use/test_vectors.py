@@ -159,3 +159,14 @@ def test_aligned_index_switches_to_approximate_above_the_threshold(tmp_path):
     assert big.method({"D00001"}) == "exact"  # a candidate list is ranked exactly
     q = data[100]
     assert big.top(q, 1)[0][0] == "D00100" and big.top(q, 10)[0] == small.top(q, 10)[0]
+
+
+def test_approx_above_setting():
+    from protalign.use.pairs import UseError
+    from protalign.use.search import approx_settings
+
+    assert not approx_settings(0).applies(10**9)  # 0: always exact
+    assert approx_settings(100).applies(100) and not approx_settings(100).applies(99)
+    assert approx_settings(None) == ApproxSettings()
+    with pytest.raises(UseError, match="approx-above"):
+        approx_settings(-1)

@@ -78,7 +78,8 @@ def load_or_build(directory: Path | None, vectors: ShardedVectors, settings: App
     want = {**asdict(settings), "n": len(vectors), "dim": vectors.shape[1], "faiss": faiss.__version__}
     if directory is not None and (directory / APPROX_META).exists() and (directory / APPROX_FILE).exists():
         if json.loads((directory / APPROX_META).read_text()) == want:
-            return faiss.read_index(str(directory / APPROX_FILE))
+            # memory-mapped: the 8-bit codes stay in the page cache (shared), only scanned cells are read
+            return faiss.read_index(str(directory / APPROX_FILE), faiss.IO_FLAG_MMAP)
     t0 = time.perf_counter()
     index = build(vectors, settings)
     log.info("built the approximate index (%d rows) in %.1f s", len(vectors), time.perf_counter() - t0)

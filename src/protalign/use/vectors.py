@@ -119,7 +119,8 @@ def exact_top(
                 continue
             if not sub.all():
                 block, rows = block[sub], rows[sub]
-        scores = block @ q.T  # (rows, m): the only score matrix held
+        # (rows, m): the only score matrix held; one query is a matrix-vector product (as before the shards)
+        scores = (block @ q[0])[:, None] if m == 1 else block @ q.T
         for j in range(m):
             s, r = _keep(scores[:, j], rows, k)
             kept[j] = _keep(np.concatenate([kept[j][0], s]), np.concatenate([kept[j][1], r]), k)
