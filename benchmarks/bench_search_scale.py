@@ -253,6 +253,7 @@ def main() -> None:
         return
     argv = sys.argv[1:]
     shown = ["'<see notes>'" if n and argv[n - 1] == "--note" else a for n, a in enumerate(argv)]
+    shown = ["DIR" if n and argv[n - 1] == "--workdir" else a for n, a in enumerate(shown)]  # no local paths
     command = "nice python benchmarks/bench_search_scale.py " + " ".join(shown)
     dim, dim_source = (args.dim, "--dim") if args.dim else default_width()
     base = Path(tempfile.mkdtemp(prefix="search-scale-", dir=args.workdir))
