@@ -32,7 +32,7 @@ APPROX_FILE, APPROX_META = "approx.faiss", "approx.json"
 class ApproxSettings:
     """When and how to search approximately; `min_rows=0` disables it (always exact)."""
 
-    min_rows: int = 500_000  # exact top-10 of 1M x 576 rows takes ~0.2 s on 2 cores: approximate above 500k
+    min_rows: int = 500_000  # exact top-10 of 1M x 576 rows: ~0.1 s CPU (docs/benchmarks/search_scale.json)
     nlist: int = 0  # k-means cells; 0: sqrt(n) rounded
     nprobe: int = 32  # cells scanned per query
     candidates: int = 200  # rows re-ranked exactly per query (at least k)
