@@ -53,10 +53,12 @@ def test_index_is_the_head_projection_and_is_cached(run_paths):
     assert np.allclose(np.linalg.norm(index.vectors, axis=1), 1.0, atol=1e-5)
     assert index.labels.lookup(["P003"])["P003"] == {"molecule_name": "name P003", "organism": "Homo sapiens"}
     target = cache_dir(run_paths, pair, "structure")
-    assert (target / "embeddings.npy").exists()
-    stamp = (target / "embeddings.npy").stat().st_mtime_ns
-    corpus_index(run_paths, pair, "structure")
-    assert (target / "embeddings.npy").stat().st_mtime_ns == stamp  # read, not rebuilt
+    shard = target / "shards" / "vectors-00000.npy"
+    assert (target / "index.json").exists() and (target / "ids.txt").exists() and shard.exists()
+    stamp = shard.stat().st_mtime_ns
+    again = corpus_index(run_paths, pair, "structure")
+    assert shard.stat().st_mtime_ns == stamp  # read, not rebuilt
+    assert isinstance(again.vectors.shards[0], np.memmap) and index.method() == "exact"
     text_index = corpus_index(run_paths, pair, "text")
     assert text_index.labels.lookup(["P003", "P004"])["P004"]["text"] == "The protein P004."
 

@@ -35,6 +35,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         p.add_argument(
             "--json", default=None, dest="json_out", help="also write the result as JSON to this file"
         )
+        p.add_argument(
+            "--approx-above",
+            type=int,
+            default=None,
+            metavar="N",
+            help="rank approximately (FAISS, exact re-rank) from N candidates (default 500000; 0: always exact)",
+        )
     d.add_argument("structure", help="a PDB/mmCIF file (gzipped or not)")
 
 
@@ -87,14 +94,16 @@ def dispatch(args: argparse.Namespace, params: Any, paths: Any) -> int:
     if args.command == "search":
         from protalign.use import search
 
+        a = args
         pair, result = search.run(
-            params, paths, args.query, args.pair, args.top, args.index, args.split, args.json_out
+            params, paths, a.query, a.pair, a.top, a.index, a.split, a.json_out, approx_above=a.approx_above
         )
     else:
         from protalign.use import describe
 
+        a = args
         pair, result = describe.run(
-            params, paths, args.structure, args.pair, args.top, args.split, args.json_out
+            params, paths, a.structure, a.pair, a.top, a.split, a.json_out, approx_above=a.approx_above
         )
     print(render(pair, result))
     return 0

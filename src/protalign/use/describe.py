@@ -16,7 +16,7 @@ from protalign.use.embed import collect_files, embed_files
 from protalign.use.index import corpus_index
 from protalign.use.models import load_pair_heads
 from protalign.use.pairs import Pair, UseError, resolve_pair
-from protalign.use.search import candidate_ids, results_table
+from protalign.use.search import approx_settings, candidate_ids, results_table
 
 
 def run(
@@ -27,9 +27,11 @@ def run(
     top: int = 10,
     split: str | None = None,
     json_out: str | Path | None = None,
+    approx_above: int | None = None,
 ) -> tuple[Pair, dict[str, Any]]:
     if top < 1:
         raise UseError(f"--top must be >= 1, got {top}")
+    approx = approx_settings(approx_above)
     path = Path(structure)
     if not path.is_file():
         raise UseError(f"no such structure file: {path}")
@@ -39,7 +41,7 @@ def run(
     candidates = candidate_ids(paths, split)
     rows, _, aligned, _, _ = embed_files(params, paths, chosen, collect_files([path]), heads=heads)
     t1 = time.perf_counter()
-    index = corpus_index(paths, chosen, "text", heads)
+    index = corpus_index(paths, chosen, "text", heads, approx)
     t2 = time.perf_counter()
     hits = index.top(aligned.vectors[0], top, candidates)
     t3 = time.perf_counter()
@@ -52,6 +54,7 @@ def run(
         "structure_header_names": "; ".join(dict.fromkeys(own["molecule_names"])),
         **chosen.as_json(),
         "candidates": index.source + (f", restricted to split '{split}'" if split else ""),
+        "ranking": index.method(candidates),
         "results": results_table(index, hits, text=True),
         "seconds": {
             "embed_structure": round(t1 - t0, 4),

@@ -1,8 +1,9 @@
 """Aligned-space indexes: unit vectors of a candidate set + a label per id, ranked by cosine (a dot product).
 
 The run's corpus index is the pair's head applied to the run's embeddings; it is built once and cached in
-`paths.cache/use/<pair>-<side>-<key>/` (an EmbeddingSet), keyed by the hashes of the heads file and of the
-embedding files, so a rerun of the pipeline gives a new key and a stale index is never read.
+`paths.cache/use/<pair>-<side>-<key>/` (float32 shards + id table, `use.vectors`), keyed by the hashes of the
+heads file and of the embedding files, so a rerun of the pipeline gives a new key and a stale index is never read.
+Ranking is exact by blocks up to `ApproxSettings.min_rows` rows and FAISS IVF + exact re-rank above (`use.approx`).
 """
 
 from __future__ import annotations
@@ -20,21 +21,16 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from protalign.paths import Paths
-from protalign.storage import (
-    EMBEDDING_FILE,
-    IDS_FILE,
-    META_FILE,
-    EmbeddingSet,
-    file_sha256,
-    load_embeddings,
-    save_embeddings,
-)
+from protalign.storage import EMBEDDING_FILE, IDS_FILE, META_FILE, file_sha256, load_embeddings
+from protalign.use.approx import ApproxSettings, approx_top, load_or_build
 from protalign.use.embed import ALIGNED, PROTEINS
 from protalign.use.models import Heads
 from protalign.use.pairs import Pair, UseError
+from protalign.use.vectors import ShardedVectors, exact_top, open_index, write_index
 
 log = logging.getLogger(__name__)
-INDEX_FORMAT = 1
+INDEX_FORMAT = 2  # 1: one EmbeddingSet (still readable), 2: shards + id table
+BUILD_ROWS = 65_536  # rows projected through the head at a time when building
 # what an index's vectors came from: structures (ranked by `search`) or descriptions (ranked by `describe`)
 SIDES = ("structure", "text")
 
@@ -65,29 +61,48 @@ class Labels:
 
 @dataclass
 class AlignedIndex:
-    """Rows of `vectors` (unit, float32) belong to `ids`; `source` says where they came from (for the output)."""
+    """Rows of `vectors` (unit, float32; shards or one array) belong to `ids`; `source` is shown in the output.
+
+    `directory` is where the vectors live (the approximate index is saved beside them); None: in memory only.
+    """
 
     ids: list[str]
-    vectors: np.ndarray
+    vectors: ShardedVectors | np.ndarray
     source: str
     labels: Labels = field(default_factory=lambda: Labels(None))
+    directory: Path | None = None
+    approx: ApproxSettings = field(default_factory=ApproxSettings)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.vectors, np.ndarray):
+            self.vectors = ShardedVectors([np.asarray(self.vectors, dtype=np.float32)])
+        if len(self.vectors) != len(self.ids):
+            raise ValueError(f"{len(self.vectors)} index rows for {len(self.ids)} ids")
+        self._faiss = None
+
+    def method(self, candidates: set[str] | None = None) -> str:
+        """How `top` ranks: exact below the size threshold or with a candidate list, else approximate."""
+        if candidates is None and self.approx.applies(len(self.ids)):
+            a = self.approx
+            return f"approximate (FAISS IVF-SQ8, nprobe {a.nprobe}, {a.candidates} re-ranked exactly)"
+        return "exact"
 
     def top(self, query: np.ndarray, k: int, candidates: set[str] | None = None) -> list[tuple[str, float]]:
         """The k best (id, cosine) for one unit query vector; ties broken by id so output is deterministic."""
         if k < 1:
             raise UseError(f"--top must be >= 1, got {k}")
-        q = np.asarray(query, dtype=np.float32)
-        if candidates is None:
-            rows, scores = np.arange(len(self.ids)), self.vectors @ q  # no row copy of a large index
-        else:
-            rows = np.array([n for n, i in enumerate(self.ids) if i in candidates], dtype=np.int64)
-            if rows.size == 0:
+        mask = None
+        if candidates is not None:
+            mask = np.fromiter((i in candidates for i in self.ids), dtype=bool, count=len(self.ids))
+            if not mask.any():
                 raise UseError("none of the requested candidate proteins is in the index")
-            scores = self.vectors[rows] @ q
-        k = min(k, rows.size)
-        best = np.argpartition(-scores, k - 1)[:k] if k < rows.size else np.arange(rows.size)
-        order = sorted(best.tolist(), key=lambda j: (-scores[j], self.ids[rows[j]]))
-        return [(self.ids[rows[j]], float(scores[j])) for j in order]
+        if self.method(candidates) != "exact":
+            if self._faiss is None:
+                self._faiss = load_or_build(self.directory, self.vectors, self.approx)
+            hits = approx_top(self._faiss, self.vectors, self.ids, query, k, self.approx)[0]
+        else:
+            hits = exact_top(self.vectors, self.ids, query, k, mask)[0]
+        return [(self.ids[row], score) for row, score in hits]
 
 
 def _join(value: Any) -> str:
@@ -98,12 +113,9 @@ def _join(value: Any) -> str:
     return "; ".join(dict.fromkeys(str(v).strip() for v in items if str(v).strip()))
 
 
-def _load_mapped(directory: Path) -> tuple[list[str], np.ndarray]:
-    """A cached index, memory-mapped (no copy of the array: the dot product reads it once)."""
-    vectors = np.load(directory / EMBEDDING_FILE, mmap_mode="r", allow_pickle=False)
-    ids = (directory / IDS_FILE).read_text().split()
-    if vectors.ndim != 2 or vectors.shape[0] != len(ids) or vectors.dtype != np.float32:
-        raise ValueError(f"cached index {directory} is inconsistent")
+def _load_mapped(directory: Path) -> tuple[list[str], ShardedVectors]:
+    """An index (shards or an EmbeddingSet folder), memory-mapped: nothing is read before a query scans it."""
+    ids, vectors, _ = open_index(directory)
     return ids, vectors
 
 
@@ -127,7 +139,9 @@ def cache_dir(paths: Paths, pair: Pair, side: str) -> Path:
     return paths.cache / "use" / f"{pair.id}-{side}-{key}"
 
 
-def corpus_index(paths: Paths, pair: Pair, side: str, heads: Heads | None = None) -> AlignedIndex:
+def corpus_index(
+    paths: Paths, pair: Pair, side: str, heads: Heads | None = None, approx: ApproxSettings | None = None
+) -> AlignedIndex:
     """The run's corpus in the aligned space (structures for search, descriptions for describe), cached."""
     if side not in SIDES:
         raise ValueError(f"side must be one of {SIDES}, got {side!r}")
@@ -147,15 +161,19 @@ def corpus_index(paths: Paths, pair: Pair, side: str, heads: Heads | None = None
             "heads_sha256": pair.heads_sha256,
             "source": str(_source(paths, pair, side)),
         }
-        save_embeddings(target, EmbeddingSet(ids=src.ids, vectors=project(src.vectors), meta=meta))
+        blocks = (project(src.vectors[s : s + BUILD_ROWS]) for s in range(0, len(src.ids), BUILD_ROWS))
+        write_index(target, src.ids, blocks, heads.config.dim, meta)
         log.info("built the %s index of %s (%d proteins) in %s", side, pair.id, len(src.ids), target)
         ids, vectors = _load_mapped(target)
     rel = _source(paths, pair, side).relative_to(paths.root)
     labels = Labels(paths.proteins, paths.summaries if side == "text" else None)
-    return AlignedIndex(ids, vectors, f"run corpus: {rel} ({len(ids)} proteins)", labels)
+    source = f"run corpus: {rel} ({len(ids)} proteins)"
+    return AlignedIndex(ids, vectors, source, labels, target, approx or ApproxSettings())
 
 
-def embed_output_index(directory: str | Path, pair: Pair) -> AlignedIndex:
+def embed_output_index(
+    directory: str | Path, pair: Pair, approx: ApproxSettings | None = None
+) -> AlignedIndex:
     """An index written by `protalign embed --out DIR`; its heads must be the pair's current heads."""
     directory = Path(directory)
     if not (directory / ALIGNED / EMBEDDING_FILE).exists():
@@ -172,8 +190,9 @@ def embed_output_index(directory: str | Path, pair: Pair) -> AlignedIndex:
             "run `protalign embed` again"
         )
     ids, vectors = _load_mapped(directory / ALIGNED)
+    source = f"embed output: {directory} ({len(ids)} proteins)"
     return AlignedIndex(
-        ids, vectors, f"embed output: {directory} ({len(ids)} proteins)", Labels(directory / PROTEINS)
+        ids, vectors, source, Labels(directory / PROTEINS), directory / ALIGNED, approx or ApproxSettings()
     )
 
 

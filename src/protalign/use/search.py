@@ -18,6 +18,7 @@ from protalign.paths import Paths
 from protalign.storage import read_json, write_json
 from protalign.text.embed import embed_texts
 from protalign.text.llms import LoadedLLM
+from protalign.use.approx import ApproxSettings
 from protalign.use.index import AlignedIndex, corpus_index, embed_output_index, index_pair
 from protalign.use.models import Heads, load_pair_heads, load_pair_llm, text_settings
 from protalign.use.pairs import Pair, UseError, resolve_pair
@@ -46,6 +47,15 @@ class TextQueries:
             self.llm, ["query"], [text], self.settings["pooling"], self.settings["max_length"], batch_size=1
         )
         return self.heads.project_text(vec)[0], {"truncated": bool(stats["n_truncated"])}
+
+
+def approx_settings(approx_above: int | None) -> ApproxSettings:
+    """`--approx-above N`: rank approximately from N candidate rows (0: always exact; None: the default)."""
+    if approx_above is None:
+        return ApproxSettings()
+    if approx_above < 0:
+        raise UseError(f"--approx-above must be >= 0 (0: always exact), got {approx_above}")
+    return ApproxSettings(min_rows=approx_above)
 
 
 def candidate_ids(paths: Paths, split: str | None) -> set[str] | None:
@@ -84,6 +94,7 @@ class Searcher:
         index: str | Path | None = None,
         split: str | None = None,
         loaded: LoadedLLM | None = None,
+        approx: ApproxSettings | None = None,
     ):
         why = "named with --pair"
         if pair is None and index is not None:
@@ -92,9 +103,9 @@ class Searcher:
         self.heads = load_pair_heads(self.pair)
         t0 = time.perf_counter()
         self.index = (
-            embed_output_index(index, self.pair)
+            embed_output_index(index, self.pair, approx)
             if index is not None
-            else corpus_index(paths, self.pair, "structure", self.heads)
+            else corpus_index(paths, self.pair, "structure", self.heads, approx)
         )
         self.index_seconds = time.perf_counter() - t0
         self.candidates = candidate_ids(paths, split)
@@ -116,6 +127,7 @@ class Searcher:
             "candidates": self.index.source
             + (f", restricted to split '{self.split}' ({n})" if self.split else ""),
             "n_candidates": n,
+            "ranking": self.index.method(self.candidates),
             "results": results_table(self.index, hits),
             "seconds": {
                 "load_llm": round(self.queries.load_seconds, 4),
@@ -136,13 +148,14 @@ def run(
     split: str | None = None,
     json_out: str | Path | None = None,
     loaded: LoadedLLM | None = None,
+    approx_above: int | None = None,
 ) -> tuple[Pair, dict[str, Any]]:
     """Check the input first (cheap), then load and rank; the JSON file is written only on success."""
     if not query or not query.strip():
         raise UseError('empty query: give a description, e.g. "The protein is named lysozyme."')
     if top < 1:
         raise UseError(f"--top must be >= 1, got {top}")
-    searcher = Searcher(params, paths, pair, index, split, loaded)
+    searcher = Searcher(params, paths, pair, index, split, loaded, approx_settings(approx_above))
     result = searcher.search(query, top)
     if json_out is not None:
         write_json(json_out, result)
