@@ -152,3 +152,8 @@ def test_dvc_declares_only_the_summary_as_metrics():
     for detail in ("metrics/${item.llm}__${item.gdm}.json", "metrics/cv/${item.llm}__${item.gdm}.json"):
         assert outs[detail] == {"cache": False}  # still git-tracked for reports, use/ and sweeps
     assert "metrics" in dag["stages"]["summarize_run"]["deps"]
+
+
+def test_readme_recipe_hides_dependency_hashes():
+    readme = (REPO / "README.md").read_text()
+    assert f"dvc exp show --only-changed --drop '{summary.DROP_DEPS}'" in readme

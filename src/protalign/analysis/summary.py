@@ -37,6 +37,9 @@ TEST = {"score": "alignment_score", "r10": "recall@10_t2s"}
 PAIR_KEYS = (*HEADLINE, *TEST)
 CHANCE = "chance"
 CHANCE_KEYS = ("r10", "n_min", "n_max")
+# `dvc exp show` also lists every stage dependency's hash as a column: paths, plus the top-level folders `data` and
+# `metrics`. This `--drop` leaves the params and the summary (what `protalign show` and the README recommend).
+DROP_DEPS = ".*/|data$|metrics$"
 # what `protalign show` points to after the table (those that exist)
 OUTPUTS = (
     "reports/findings.html",
@@ -187,4 +190,5 @@ def show(paths: Paths, source: str | Path | None = None) -> str:
         text += "\n\nFindings and plots (`dvc plots show` renders every plot):\n" + "\n".join(
             f"  {p}" for p in present
         )
+    text += f"\n\nCompare experiments: dvc exp show --only-changed --drop '{DROP_DEPS}'"
     return text + "\n"
