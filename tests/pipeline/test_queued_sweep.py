@@ -114,7 +114,8 @@ def test_exp_diff_lists_the_headline_differences(sweep):
     # f"{PAIR}.gain" in changed.
     if committed["gdm8"]["gain"] is not None:
         assert f"{PAIR}.gain" in changed
-    assert diff["params"]["params.yaml"]["structure.gearnet_edge.hidden_dims"]["new"] == POINTS["gdm16"]
+    dims = diff["params"]["params.yaml"]["structure.gearnet_edge.hidden_dims"]  # DVC gives lists as text
+    assert (json.loads(dims["old"]), json.loads(dims["new"])) == (POINTS["gdm8"], POINTS["gdm16"])
     md = sweep.run("dvc", "exp", "diff", "gdm8", "gdm16", "--md").stdout
     assert f"{PAIR}.score" in md and "hidden_dims" in md, md
 
