@@ -9,4 +9,4 @@ if [ ! -d data ] || [ "$(dvc status data.dvc --json 2>/dev/null)" != "{}" ]; the
   protalign fetch --source "${PROTALIGN_SOURCE:-bundled}"
 fi
 dvc repro "$@"
-dvc exp show --no-pager --only-changed 2>/dev/null | head -20 || true
+protalign show           # the answer: pairs ranked by headline gain, chance, where the findings and plots are

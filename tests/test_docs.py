@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
 DOC_PAGES = [README, *sorted((REPO / "docs").glob("*.md"))]
 EXPECTED_BLOCKS = {
-    ("alignment", "reports/alignment.csv"),
+    ("summary", "reports/summary.json"),  # the default run: `protalign show`'s table
     ("alignment", "reports/study/reports/alignment.csv"),
     ("verdicts", "reports/study/reports/findings.md"),
 }
@@ -182,3 +182,18 @@ def test_benchmark_without_provenance_is_an_error(tmp_path: Path):
     bench.write_text(json.dumps(bad_row))
     with pytest.raises(DocsError, match="wrong width"):
         docs_render.load_benchmark(bench)
+
+
+def test_summary_block_is_protalign_shows_table(tmp_path: Path):
+    pair = {"gain": 0.031, "gain_lo": -0.004, "gain_hi": 0.0662, "score": 0.1, "r10": 0.5}
+    data = {"a__g": pair, "b__g": dict(pair, gain=None, gain_lo=None, gain_hi=None, score=0.2),
+            "chance": {"r10": 0.125, "n_min": 80, "n_max": 80}}  # fmt: skip
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports" / "summary.json").write_text(json.dumps(data))
+    out = render_readme("<!-- BEGIN generated: summary reports/summary.json -->\n<!-- END generated -->", tmp_path)
+    assert "| 1 | a × g | 0.031 | [-0.004, 0.066] | 0.100 | 0.50 |" in out
+    assert "| 2 | b × g | n/a | n/a | 0.200 | 0.50 |" in out  # no headline: last, never a made-up number
+    assert "R@10 t→s 0.12 (random ranking of 80 test proteins" in out and "No headline for 1 of 2" in out
+    (tmp_path / "reports" / "summary.json").write_text(json.dumps({"a__g": {"gain": 1}}))
+    with pytest.raises(DocsError, match="not a run summary"):
+        render_readme("<!-- BEGIN generated: summary reports/summary.json -->\n<!-- END generated -->", tmp_path)

@@ -36,6 +36,7 @@ STAGES: dict[str, tuple[str, bool, bool]] = {
     "correlate": ("protalign.analysis.correlations", False, False),
     "properties": ("protalign.analysis.properties", False, False),
     "findings": ("protalign.analysis.findings", False, False),
+    "summarize-run": ("protalign.analysis.summary", False, False),
 }
 
 
@@ -54,6 +55,8 @@ def _parser() -> argparse.ArgumentParser:
     use_commands.add_parsers(sub)  # embed | search | describe: use the aligned space after a run
     w = sub.add_parser("sweeps", help="summarise finished DVC experiments into reports/sweeps/")
     w.add_argument("--from", dest="exp_json", default=None, help="a saved `dvc exp show --json` dump")
+    v = sub.add_parser("show", help="the run's answer: pairs ranked by headline gain, chance, findings and plots")
+    v.add_argument("--summary", default=None, help="a summary file (default: reports/summary.json)")
 
     for name, (module, llm, gdm) in STAGES.items():
         s = sub.add_parser(name, help=f"run the `{name.replace('-', '_')}` stage ({module})")
@@ -100,6 +103,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         from protalign.analysis import sweeps
 
         sweeps.run(Paths(Path.cwd()), source=args.exp_json)
+        return 0
+    if args.command == "show":  # reads the summary the last run wrote, not params.yaml
+        from protalign.analysis import summary
+
+        sys.stdout.write(summary.show(Paths(Path.cwd()), args.summary))
         return 0
     params = _load_params(args.params)
     paths = Paths(Path.cwd())

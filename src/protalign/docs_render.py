@@ -3,7 +3,8 @@
 Two targets:
 - README.md: blocks between ``<!-- BEGIN generated: KIND SOURCE -->`` and ``<!-- END generated -->`` are
   re-rendered from SOURCE (a path relative to the repository root). Kinds: ``alignment`` (a ``report`` stage's
-  alignment.csv plus the pair JSONs in the sibling ``metrics/`` folder) and ``verdicts`` (a findings.md).
+  alignment.csv plus the pair JSONs in the sibling ``metrics/`` folder), ``verdicts`` (a findings.md) and
+  ``summary`` (a ``summarize_run`` stage's summary.json: the table ``protalign show`` prints).
 - docs/BENCHMARKS.md: rendered whole from docs/benchmarks/*.json (measurements with their provenance).
 
 ``python -m protalign.docs_render`` rewrites both; ``--check`` only reports stale files (exit status 1).
@@ -18,6 +19,8 @@ import json
 import re
 import sys
 from pathlib import Path
+
+from protalign.analysis import summary as run_summary
 
 BLOCK_RE = re.compile(
     r"(<!-- BEGIN generated: (?P<kind>[a-z_]+) (?P<src>\S+) -->\n)(?P<body>.*?)(<!-- END generated -->)", re.S
@@ -112,7 +115,19 @@ def render_verdicts(root: Path, src: str) -> list[str]:
     return _table(["finding", "question", "claim (the study's)", "verdict here"], rows) + ["", f"Source: `{src}`."]
 
 
-RENDERERS = {"alignment": render_alignment, "verdicts": render_verdicts}
+def render_summary(root: Path, src: str) -> list[str]:
+    """The run's answer as `protalign show` prints it: pairs ranked by headline gain, intervals, chance."""
+    path = root / src
+    if not path.is_file():
+        raise DocsError(f"{src}: no such file (run the pipeline, or fix the marker)")
+    try:
+        lines = run_summary.render_markdown(json.loads(path.read_text()))
+    except (ValueError, KeyError, TypeError) as e:
+        raise DocsError(f"{src}: {e}") from e
+    return lines + ["", f"Source: `{src}` (`protalign show`)."]
+
+
+RENDERERS = {"alignment": render_alignment, "verdicts": render_verdicts, "summary": render_summary}
 
 
 def render_readme(text: str, root: Path) -> str:

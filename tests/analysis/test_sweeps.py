@@ -6,6 +6,7 @@ queueing GearNet-Edge widths [8] and [8, 8] (success), [] (failed) and [32] (sti
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pandas as pd
@@ -145,3 +146,46 @@ def test_pairs_outside_the_experiments_params_are_not_rows(tmp_path):
     table = sweeps.experiments_table(exps, skipped)
     assert set(table.loc[table["experiment"] == "gdm8", "gdm"]) == {"gearnet_edge"}
     assert any(s.name == "gdm8" and "smollm2-135m__gat" in s.reason for s in skipped)
+
+
+def _commit(root: Path, files: dict[str, dict]) -> str:
+    for rel, data in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(json.dumps(data))
+    git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
+    subprocess.run([*git, "add", "-A"], cwd=root, check=True)
+    subprocess.run([*git, "commit", "-qm", "x"], cwd=root, check=True)
+    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
+
+
+def test_per_pair_files_are_read_from_each_experiments_commit(tmp_path):
+    """`dvc exp show` lists only reports/summary.json: the detail files come from each experiment's git commit."""
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    pair = "a__gearnet_edge"
+    params = {"align": {"llms": ["a"], "lr": 0.001}, "structure": {"gdms": ["gearnet_edge"],
+              "gearnet_edge": {"hidden_dims": [8], "readout": "sum"}}}  # fmt: skip
+    states, revs = [], {}
+    for name, lr, score in (("master", 0.001, 0.25), ("fast", 0.01, 0.5)):
+        test = {"alignment_score": score, "baseline_alignment_score": 0.0, "n_test": 7, "recall@10_t2s": 0.5}
+        revs[name] = _commit(tmp_path, {f"metrics/{pair}.json": test,
+                                        f"metrics/cv/{pair}.json": {"alignment_score": score / 2}})  # fmt: skip
+        p = json.loads(json.dumps(params))
+        p["align"]["lr"] = lr
+        head = {pair: {"gain": score / 10, "gain_lo": 0.0, "gain_hi": score / 5, "score": score, "r10": 0.5}}
+        data = {"params": {"params.yaml": {"data": p}}, "metrics": {"reports/summary.json": {"data": head}}}
+        states.append({"rev": revs[name], "name": name, "data": data})
+    base, exp = states
+    base["experiments"] = [{"name": "fast", "executor": {"state": "success"}, "revs": [exp]}]
+    dump = tmp_path / "dump.json"
+    dump.write_text(json.dumps([base]))
+    sweeps.run(Paths(tmp_path), source=dump)
+    table = pd.read_csv(tmp_path / "reports" / "sweeps" / "experiments.csv").set_index("experiment")
+    assert table.loc["master", "alignment_score"] == 0.25 and table.loc["fast", "alignment_score"] == 0.5
+    assert table.loc["fast", "cv_alignment_score"] == 0.25 and table.loc["fast", "gain"] == pytest.approx(0.05)
+    assert table.loc["fast", "align.lr"] == 0.01 and table.loc["fast", "n_test"] == 7
+    # a revision git does not know: recorded, not dropped
+    exp["rev"] = "0" * 40
+    dump.write_text(json.dumps([base]))
+    sweeps.run(Paths(tmp_path), source=dump)
+    readme = (tmp_path / "reports" / "sweeps" / "README.md").read_text()
+    assert "per-pair metrics files unreadable" in readme

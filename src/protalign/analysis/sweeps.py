@@ -9,6 +9,10 @@ because each point retrains GearNet-Edge; `gdm_dim.csv` holds its points.
 baseline commit. A state is `{rev, name, data, error, experiments}`; `data` is `{rev, timestamp, params, metrics,
 deps, outs, meta}` with `params`/`metrics` mapping a file to `{"data": {...}}` or `{"error": {...}}`;
 `experiments` is a list of `{revs: [state], executor: {state: success|queued|running|failed, ...} | null, name}`.
+
+The only declared DVC metrics file is reports/summary.json (a few numbers per pair); the per-pair detail files
+(metrics/<pair>.json, metrics/cv/<pair>.json) are plain outputs, so they are read from each experiment's git commit
+(the workspace: from disk). A dump from before that change, which lists them as metrics, is read as it is.
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ PAIR_METRICS = re.compile(
     r"^metrics/(?P<pair>[^/]+)\.json$"
 )  # metrics/<llm>__<gdm>.json (primary test split)
 CV_METRICS = re.compile(r"^metrics/cv/(?P<pair>[^/]+)\.json$")
+SUMMARY_METRICS = "reports/summary.json"
+SUMMARY_COLUMNS = ("gain", "gain_lo", "gain_hi")  # the headline per pair, from the declared summary
 METRIC_COLUMNS = ("alignment_score", "baseline_alignment_score", "matched_cosine_mean")
 TAIL_METRICS = ("mrr_s2t", "mrr_t2s", "n_test")
 RECALL = re.compile(r"^recall@\d+_(s2t|t2s)$")
@@ -181,6 +187,43 @@ def collect(states: list[dict]) -> tuple[list[Experiment], list[Skipped]]:
     return exps, skipped
 
 
+def _git(root: Path, *args: str) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
+    except FileNotFoundError as exc:
+        raise ToolError("`git` is not on PATH") from exc
+
+
+def _detail_files(root: Path, rev: str) -> dict[str, dict]:
+    """metrics/<pair>.json and metrics/cv/<pair>.json as committed in `rev` (the workspace: on disk)."""
+    if rev == "workspace":
+        found = sorted(p.relative_to(root).as_posix() for p in (root / "metrics").rglob("*.json"))
+        names = [n for n in found if PAIR_METRICS.match(n) or CV_METRICS.match(n)]
+        return {n: json.loads((root / n).read_text()) for n in names}
+    res = _git(root, "ls-tree", "-r", "--name-only", rev, "--", "metrics")
+    if res.returncode != 0:
+        raise InputError(f"git ls-tree {rev[:7]} failed: {res.stderr.strip()[-300:]}")
+    out = {}
+    for name in res.stdout.split():
+        if PAIR_METRICS.match(name) or CV_METRICS.match(name):
+            show = _git(root, "show", f"{rev}:{name}")
+            if show.returncode != 0:
+                raise InputError(f"git show {rev[:7]}:{name} failed: {show.stderr.strip()[-300:]}")
+            out[name] = json.loads(show.stdout)
+    return out
+
+
+def attach_detail_files(exps: list[Experiment], root: Path, skipped: list[Skipped]) -> None:
+    """Give every experiment its per-pair detail files when `dvc exp show` did not list them (not DVC metrics)."""
+    for e in exps:
+        if any(PAIR_METRICS.match(p) for p in e.metrics):
+            continue  # an older dump that declared them as metrics
+        try:
+            e.metrics.update(_detail_files(root, e.rev))
+        except (InputError, json.JSONDecodeError) as exc:
+            skipped.append(Skipped(e.name, e.rev, f"per-pair metrics files unreadable: {exc}"))
+
+
 def _cell(value: Any) -> Any:
     return json.dumps(value) if isinstance(value, (list, dict)) else value
 
@@ -210,6 +253,8 @@ def experiments_table(exps: list[Experiment], skipped: list[Skipped]) -> pd.Data
             cv = e.metrics.get(f"metrics/cv/{pair}.json", {})
             row = {"experiment": e.name, "rev": e.rev, "kind": e.kind, "baseline": e.baseline,
                    "created": e.timestamp, "llm": llm, "gdm": gdm}  # fmt: skip
+            head = e.metrics.get(SUMMARY_METRICS, {}).get(pair, {})
+            row.update({k: head.get(k) for k in SUMMARY_COLUMNS})  # DVC leaves out nulls: missing = no headline
             row.update({k: m.get(k) for k in METRIC_COLUMNS})
             row.update({k: m[k] for k in sorted(m, key=_recall_order) if RECALL.match(k)})
             row.update({k: m.get(k) for k in TAIL_METRICS})
@@ -287,7 +332,8 @@ def readme(command: str, exps: list[Experiment], skipped: list[Skipped], n_dim: 
         "`dvc exp show --json`). Not a DAG stage; the `findings` stage depends on this folder, so run `dvc repro` "
         "afterwards to refresh `reports/findings.md`.", "",
         "- `experiments.csv`: one row per experiment x pair (`metrics/<llm>__<gdm>.json`: primary test split; "
-        "`cv_*` from `metrics/cv/`), plus every param that differs from an experiment's baseline.",
+        "`cv_*` from `metrics/cv/`; `gain*`, the headline, from `reports/summary.json`), plus every param that differs "
+        "from an experiment's baseline.",
         (f"- `gdm_dim.csv` ({n_dim} GearNet-Edge point(s)) and `gdm_dim.png`: alignment score vs embedding width "
          "(`dim` = sum of `hidden_dims`, GearNet-Edge concatenates its hidden layers; x2 with the meanmax "
          "readout), one series per LLM and `context` (hash of all other params)." if n_dim else
@@ -306,6 +352,7 @@ def run(paths: Paths, source: str | Path | None = None, out: str | Path | None =
     """Write experiments.csv, gdm_dim.csv (+ PNG) and README.md under reports/sweeps/ (or `out`)."""
     out = Path(out) if out is not None else paths.reports / "sweeps"
     exps, skipped = collect(exp_show_json(paths.root, Path(source) if source else None))
+    attach_detail_files(exps, paths.root, skipped)
     table = experiments_table(exps, skipped)
     dims = gdm_dim_table(exps, table, skipped)
     fmt = {"index": False, "float_format": "%.6f", "lineterminator": "\n"}
