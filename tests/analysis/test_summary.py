@@ -21,13 +21,13 @@ from protalign.params import load_params
 from protalign.paths import Paths
 
 REPO = Path(__file__).resolve().parents[2]
-LLMS, GDMS = ["a", "b"], ["g", "h"]
+LLMS, GDMS = ["a", "b"], ["gat", "gvp"]
 # pair -> (headline gain, lo, hi, test alignment score, R@10 t->s, n_test)
 VALUES = {
-    "a__g": (0.02, -0.01, 0.05, 0.11, 0.40, 40),
-    "a__h": (0.10, 0.06, 0.14, 0.05, 0.55, 40),
-    "b__g": (-0.03, -0.07, 0.01, 0.20, 0.30, 38),
-    "b__h": (0.04, 0.00, 0.08, 0.01, 0.35, 40),
+    "a__gat": (0.02, -0.01, 0.05, 0.11, 0.40, 40),
+    "a__gvp": (0.10, 0.06, 0.14, 0.05, 0.55, 40),
+    "b__gat": (-0.03, -0.07, 0.01, 0.20, 0.30, 38),
+    "b__gvp": (0.04, 0.00, 0.08, 0.01, 0.35, 40),
 }
 
 
@@ -62,7 +62,7 @@ def test_summary_takes_every_number_from_the_files(tmp_path):
         assert out[pair] == {"gain": gain, "gain_lo": lo, "gain_hi": hi, "score": score, "r10": r10}
     # run level: the highest chance level (smallest test set) and the range of test sizes
     assert out["chance"] == {"r10": 10 / 38, "n_min": 38, "n_max": 40}
-    assert [p for p, _ in summary.ranked(out)] == ["a__h", "b__h", "a__g", "b__g"]
+    assert [p for p, _ in summary.ranked(out)] == ["a__gvp", "b__gvp", "a__gat", "b__gat"]
 
 
 def test_cv_without_headline_gives_null_and_says_so(tmp_path, caplog):
@@ -75,17 +75,17 @@ def test_cv_without_headline_gives_null_and_says_so(tmp_path, caplog):
     text = summary.render_text(out)
     assert "No headline for 4 of 4 pair(s)" in text and "n/a" in text
     # without a headline the pairs are ranked by test score
-    assert [p for p, _ in summary.ranked(out)] == ["b__g", "a__g", "a__h", "b__h"]
+    assert [p for p, _ in summary.ranked(out)] == ["b__gat", "a__gat", "a__gvp", "b__gvp"]
 
 
 def test_missing_or_short_metrics_are_clear_errors(tmp_path):
     paths = _world(tmp_path)
     params = _params(tmp_path)
-    (tmp_path / "metrics" / "cv" / "b__h.json").unlink()
-    with pytest.raises(MissingArtifactError, match="crossval@b-h"):
+    (tmp_path / "metrics" / "cv" / "b__gvp.json").unlink()
+    with pytest.raises(MissingArtifactError, match="crossval@b-gvp"):
         summary.build(params, paths)
     _world(tmp_path / "x")
-    (tmp_path / "x" / "metrics" / "a__g.json").write_text(json.dumps({"alignment_score": 0.1, "n_test": 4}))
+    (tmp_path / "x" / "metrics" / "a__gat.json").write_text(json.dumps({"alignment_score": 0.1, "n_test": 4}))
     with pytest.raises(InputError, match="recall@10_t2s"):
         summary.build(params, Paths(tmp_path / "x"))
 
@@ -109,8 +109,8 @@ def test_show_prints_the_ranked_answer_and_where_to_look(tmp_path, capsys):
     lines = out.splitlines()
     assert lines[0].split()[:3] == ["rank", "pair", "gain"]
     first = next(line for line in lines if line.strip().startswith("1 "))
-    assert "a × h" in first and "0.100" in first and "[0.060, 0.140]" in first and "0.55" in first
-    assert out.index("b × h") < out.index("a × g") < out.index("b × g")  # ranked by headline gain
+    assert "a × gvp" in first and "0.100" in first and "[0.060, 0.140]" in first and "0.55" in first
+    assert out.index("b × gvp") < out.index("a × gat") < out.index("b × gat")  # ranked by headline gain
     assert "R@10 t→s 0.26 (random ranking of 38 test proteins; test sets: 38 to 40)" in out
     assert "reports/findings.html" in out and "reports/depth.png" not in out  # only what exists
     assert "No headline" not in out
@@ -119,7 +119,7 @@ def test_show_prints_the_ranked_answer_and_where_to_look(tmp_path, capsys):
 def test_show_without_a_summary_is_a_user_error(tmp_path, capsys):
     rc, _, err = _show(tmp_path, capsys)
     assert rc == 2 and "run `dvc repro`" in err
-    (tmp_path / "bad.json").write_text(json.dumps({"a__g": {"gain": 1}}))
+    (tmp_path / "bad.json").write_text(json.dumps({"a__gat": {"gain": 1}}))
     rc, _, err = _show(tmp_path, capsys, "--summary", "bad.json")
     assert rc == 2 and "not a run summary" in err
 
@@ -133,7 +133,7 @@ def test_run_sh_ends_with_the_answer(tmp_path):
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     res = subprocess.run(["bash", "-c", last], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
-    assert res.stdout.splitlines()[2].split()[:4] == ["1", "a", "×", "h"], res.stdout
+    assert res.stdout.splitlines()[2].split()[:4] == ["1", "a", "×", "gvp"], res.stdout
     assert "Chance:" in res.stdout
     assert shlex.split(last)[:2] == ["protalign", "show"]
 
