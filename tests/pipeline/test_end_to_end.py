@@ -8,16 +8,34 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from protalign.params import load_params
+from protalign.structure import registry
+
 pytestmark = pytest.mark.pipeline
 
 
+def _params(run):
+    return load_params(run.root / "params.yaml")
+
+
+def _pairs(run) -> list[str]:
+    p = _params(run)
+    return [f"{llm}__{gdm}" for llm in p.align.llms for gdm in p.structure.gdms]
+
+
+def test_run_covers_every_registered_gdm(pipeline_run):
+    assert sorted(_params(pipeline_run).structure.gdms) == registry.available()
+    assert len(_pairs(pipeline_run)) == 2 * len(registry.available())
+
+
 def test_repro_writes_metrics_for_every_pair(pipeline_run):
-    m = json.loads((pipeline_run.root / "metrics" / "smollm2-135m__gat.json").read_text())
-    assert -2.0 <= m["alignment_score"] <= 1.0
-    assert -2.0 <= m["baseline_alignment_score"] <= 1.0
-    assert m["n_test"] >= 2
-    for key in ("recall@1_s2t", "recall@10_t2s", "mrr_s2t", "mrr_t2s"):
-        assert 0.0 <= m[key] <= 1.0
+    for pair in _pairs(pipeline_run):
+        m = json.loads((pipeline_run.root / "metrics" / f"{pair}.json").read_text())
+        assert -2.0 <= m["alignment_score"] <= 1.0, pair
+        assert -2.0 <= m["baseline_alignment_score"] <= 1.0, pair
+        assert m["n_test"] >= 2, pair
+        for key in ("recall@1_s2t", "recall@10_t2s", "mrr_s2t", "mrr_t2s"):
+            assert 0.0 <= m[key] <= 1.0, (pair, key)
 
 
 def test_broken_file_is_reported_not_dropped(pipeline_run):
@@ -32,16 +50,24 @@ def test_split_is_shared_and_disjoint(pipeline_run):
     split = json.loads((pipeline_run.root / "prepared" / "split.json").read_text())
     parts = [set(split[k]) for k in ("train", "val", "test")]
     assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
-    per_protein = pd.read_csv(pipeline_run.root / "reports" / "per_protein" / "smollm2-135m__gat.csv")
-    assert set(per_protein["id"]) <= parts[2]
+    for pair in _pairs(pipeline_run):
+        per_protein = pd.read_csv(pipeline_run.root / "reports" / "per_protein" / f"{pair}.csv")
+        assert set(per_protein["id"]) <= parts[2], pair
 
 
 def test_embeddings_are_arrays_with_id_index(pipeline_run):
-    for side, name in (("text", "smollm2-135m"), ("structure", "gat")):
+    p = _params(pipeline_run)
+    proteins = set(pd.read_parquet(pipeline_run.root / "prepared" / "proteins.parquet")["id"])
+    for side, name in [("text", m) for m in p.align.llms] + [("structure", g) for g in p.structure.gdms]:
         d = pipeline_run.root / "embeddings" / side / name
         vec = np.load(d / "embeddings.npy")
         ids = (d / "ids.txt").read_text().split()
-        assert vec.shape[0] == len(ids) and np.isfinite(vec).all()
+        assert vec.shape[0] == len(ids) and np.isfinite(vec).all(), name
+        assert vec.ndim == 2 and vec.shape[1] > 0 and vec.std(axis=0).max() > 0, name
+        if side == "structure":  # every prepared protein is embedded or recorded as skipped, with the reason
+            meta = json.loads((d / "meta.json").read_text())
+            skipped = {s["id"] for s in meta.get("skipped", [])}
+            assert set(ids) | skipped == proteins and not set(ids) & skipped, name
 
 
 def test_second_repro_is_a_noop(pipeline_run):
@@ -97,11 +123,12 @@ def test_training_runs_are_in_mlflow(pipeline_run):
     with sqlite3.connect(db) as con:
         names = {r[0] for r in con.execute("select name from runs")}
         tags = dict(con.execute("select key, value from tags where key in ('git_commit', 'data_dvc_md5')"))
-    assert "align@smollm2-135m__gat" in names and "train_structure@gat" in names, names
+    assert {f"align@{pair}" for pair in _pairs(pipeline_run)} <= names, names
+    assert {f"train_structure@{gdm}" for gdm in _params(pipeline_run).structure.gdms} <= names, names
     assert len(tags.get("git_commit", "")) == 40 and tags.get("data_dvc_md5", "unknown") != "unknown"
 
 
 def test_reports_written(pipeline_run):
     table = pd.read_csv(pipeline_run.root / "reports" / "alignment.csv")
-    assert set(table["pair"]) == {"smollm2-135m__gat", "smollm2-135m+lora__gat"}
+    assert set(table["pair"]) == set(_pairs(pipeline_run))
     assert (pipeline_run.root / "reports" / "alignment.png").stat().st_size > 1000

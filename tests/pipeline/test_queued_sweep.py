@@ -137,8 +137,14 @@ def test_protalign_sweeps_writes_the_points(sweep):
     res = sweep.run("protalign", "sweeps", check=False)
     assert res.returncode == 0, res.stderr
     out = sweep.root / "reports" / "sweeps"
-    table = pd.read_csv(out / "gdm_dim.csv", dtype={"rev": str})
-    assert set(table["experiment"]) == set(POINTS) and set(table["llm"]) == {LLM}, table
+    everything = pd.read_csv(out / "gdm_dim.csv", dtype={"rev": str})
+    table = everything[everything["kind"] == "experiment"]
+    assert set(table["experiment"]) == set(POINTS) and set(table["llm"]) == {LLM}, everything
+    # the committed default run trains GearNet-Edge too (every GDM): its pairs are the baseline's points
+    params = yaml.safe_load((sweep.root / "params.yaml").read_text())
+    base = everything[everything["kind"] == "baseline"]
+    assert set(base["llm"]) == set(params["align"]["llms"]) and len(everything) == len(table) + len(base)
+    assert set(base["dim"]) == {sum(params["structure"]["gearnet_edge"]["hidden_dims"])}, base
     for name, dims in POINTS.items():
         row = table[table["experiment"] == name].iloc[0]
         assert row["dim"] == sum(dims) == _embedding_width(sweep.root, row["rev"])
@@ -146,7 +152,8 @@ def test_protalign_sweeps_writes_the_points(sweep):
         committed = json.loads(sweep.run("git", "show", f"{row['rev']}:metrics/{PAIR}.json").stdout)
         assert row["alignment_score"] == pytest.approx(committed["alignment_score"], abs=1e-6)
         assert row["n_test"] == committed["n_test"]
-    assert table["context"].nunique() == 1  # same other params: one series
+    assert table["context"].nunique() == 1  # same other params: one series (the baseline is another one)
+    assert not set(base["context"]) & set(table["context"])
     exps = pd.read_csv(out / "experiments.csv")
     assert {"gdm8", "gdm16"} <= set(exps["experiment"]) and "structure.gearnet_edge.hidden_dims" in exps
     assert (out / "gdm_dim.png").stat().st_size > 1000
@@ -164,4 +171,5 @@ def test_repro_after_sweeps_refreshes_findings_only(sweep):
     assert "Running stage 'train_structure" not in log and "Running stage 'align" not in log, log[-3000:]
     findings = (sweep.root / "reports" / "findings.md").read_text()
     f6 = findings.split("F6 (RQ4)", 1)[1].split("\n## ", 1)[0]
-    assert "no LLM has >= 3 GearNet widths in gdm_dim.csv (2 point(s))" in f6, f6
+    points = len(pd.read_csv(sweep.root / "reports" / "sweeps" / "gdm_dim.csv"))  # 2 queued + the baseline's
+    assert f"no LLM has >= 3 GearNet widths in gdm_dim.csv ({points} point(s))" in f6, f6

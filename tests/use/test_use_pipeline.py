@@ -45,7 +45,7 @@ def test_embed_matches_the_pipeline_embeddings(pipeline_run, tmp_path):
     assert res.returncode == 0, res.stderr
     pair = _default(pipeline_run.root)
     assert f"pair:  {pair.id}" in res.stdout and "text->structure" in res.stdout and "9BAD" in res.stdout
-    ref = load_embeddings(pipeline_run.root / "embeddings" / "structure" / "gat")
+    ref = load_embeddings(pipeline_run.root / "embeddings" / "structure" / pair.gdm)  # the default pair's GDM
     mine = load_embeddings(out / "structure")
     assert sorted(mine.ids) == sorted(ref.ids)  # the same usable proteins as prepare + embed_structure
     np.testing.assert_allclose(mine.subset(ref.ids), ref.vectors, rtol=1e-4, atol=1e-5)
@@ -101,7 +101,7 @@ def test_search_cli_prints_provenance_and_writes_json(in_run, tmp_path, capsys):
     result = json.loads(out.read_text())
     assert result["pair"] == pair.id and result["test_metrics"] == _metrics(in_run.root, pair)
     assert len(result["results"]) == 3 and result["n_candidates"] == len(
-        (in_run.root / "embeddings" / "structure" / "gat" / "ids.txt").read_text().split()
+        (in_run.root / "embeddings" / "structure" / pair.gdm / "ids.txt").read_text().split()
     )
     assert [r["score"] for r in result["results"]] == sorted(
         (r["score"] for r in result["results"]), reverse=True
