@@ -21,6 +21,7 @@ def test_pair_ids_are_unambiguous_with_hyphenated_names():
 
 def test_main_root_escapes_dvc_queue_copies(tmp_path, monkeypatch):
     monkeypatch.delenv("PROTALIGN_MAIN_ROOT", raising=False)
+    monkeypatch.delenv("PROTALIGN_CACHE", raising=False)  # the cache location under test, not a developer override
     copy = tmp_path / "repo" / ".dvc" / "tmp" / "exps" / "tmpabc123"
     copy.mkdir(parents=True)
     assert main_root(copy) == tmp_path / "repo"
