@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from protalign.corpus.fasta import FastaEntity, parse_fasta
@@ -26,7 +25,7 @@ from protalign.corpus.structures import (
     StructureError,
     parse_structure,
 )
-from protalign.storage import atomic_path, write_text
+from protalign.storage import write_parquet, write_text
 
 MANIFEST_COLUMNS = ("id", "structure_file", "fasta_file", "format", "source")
 SCHEMA = pa.schema(
@@ -184,9 +183,7 @@ def write_skipped(path: Path, skipped: list[tuple[str, str, str]]) -> None:
 
 
 def write_proteins(path: Path, rows: list[dict[str, Any]]) -> None:
-    table = pa.Table.from_pylist(rows, schema=SCHEMA)
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd", write_statistics=False)
+    write_parquet(path, pa.Table.from_pylist(rows, schema=SCHEMA))
 
 
 def run(params: Any, paths: Any, workers: int | None = None) -> dict[str, int]:
