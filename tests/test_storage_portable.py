@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -65,3 +69,29 @@ def test_structure_checkpoint_holds_no_wall_clock_time(tmp_path):
         "train_loss": 1.2,
     }
     assert slow["seconds"] == 40.0 and "seconds" in history[0]  # the caller's summary is left alone
+
+
+_PEFT_CONFIG = """
+import shutil, sys
+from peft import LoraConfig
+from protalign.storage import canonical_json_file
+LoraConfig(r=8, target_modules=["q_proj", "v_proj"]).save_pretrained(sys.argv[1])
+shutil.copy(sys.argv[1] + "/adapter_config.json", sys.argv[1] + "/raw.json")
+canonical_json_file(sys.argv[1] + "/adapter_config.json", ("target_modules", "exclude_modules"))
+"""
+
+
+def _peft_config(tmp_path, seed: str) -> tuple[bytes, bytes]:
+    """(PEFT's own adapter_config.json, after the canonical rewrite) in a process with this hash seed."""
+    out = tmp_path / f"seed-{seed}"
+    env = dict(os.environ, PYTHONHASHSEED=seed, PYTHONPATH=str(REPO / "src"))
+    subprocess.run([sys.executable, "-c", _PEFT_CONFIG, str(out)], env=env, check=True, capture_output=True)
+    return (out / "raw.json").read_bytes(), (out / "adapter_config.json").read_bytes()
+
+
+def test_adapter_config_bytes_do_not_follow_the_hash_seed(tmp_path):
+    """PEFT dumps `target_modules` in set order (seeds 0 and 3 disagree); the canonical rewrite does not."""
+    (raw0, canonical0), (raw3, canonical3) = _peft_config(tmp_path, "0"), _peft_config(tmp_path, "3")
+    assert raw0 != raw3, "PEFT no longer depends on the hash seed: the canonical rewrite may be dropped"
+    assert canonical0 == canonical3
+    assert json.loads(canonical0)["target_modules"] == ["q_proj", "v_proj"]

@@ -98,6 +98,19 @@ def save_torch(path: str | Path, obj: Any) -> None:
     write_bytes(path, torch_bytes(obj))
 
 
+def canonical_json_file(path: str | Path, set_keys: Sequence[str] = ()) -> None:
+    """Rewrite a JSON file another library wrote: sorted keys, and the lists under `set_keys` sorted.
+
+    Libraries that keep a set (PEFT's `target_modules`) dump it in set order, which follows the per-process string
+    hash seed: the same config gave different bytes from run to run.
+    """
+    obj = json.loads(Path(path).read_text(encoding="utf-8"))
+    for key in set_keys:
+        if isinstance(obj.get(key), list):
+            obj[key] = sorted(obj[key], key=str)
+    write_json(path, obj)
+
+
 def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text())
 

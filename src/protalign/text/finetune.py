@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from protalign.storage import atomic_path, read_json
+from protalign.storage import atomic_path, canonical_json_file, read_json
 from protalign.text import llms
 from protalign.text.embed import read_summaries
 
@@ -416,6 +416,7 @@ def run(params: Any, paths: Any, llm: str) -> dict[str, Any]:
             peft_model.save_pretrained(
                 tmp, save_embedding_layers=False
             )  # no hub look-up: embeddings are frozen
+            canonical_json_file(tmp / "adapter_config.json", ("target_modules", "exclude_modules"))
             (tmp / "README.md").unlink(
                 missing_ok=True
             )  # PEFT's model card template: no information, absolute paths
