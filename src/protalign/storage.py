@@ -1,14 +1,17 @@
-"""Atomic writes and the embedding store shared by every stage.
+"""Atomic, deterministic writes and the embedding store shared by every stage.
 
 DVC deletes a stage's outputs before rerunning it and a crash must never leave a half-written artifact, so every
-writer goes through a temporary sibling that is renamed into place. Embeddings are one float array + an id index
-per model (few large files: DVC and S3 are slow with many small ones).
+writer goes through a temporary sibling that is renamed into place. DVC hashes every output, so each writer here
+also makes its bytes a function of the content alone: no file name, path, time, hash seed or library-version
+metadata inside (docs/PORTABILITY.md). Embeddings are one float array + an id index per model (few large files:
+DVC and S3 are slow with many small ones).
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -49,14 +52,75 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         shutil.rmtree(tmp.parent, ignore_errors=True)
 
 
-def write_text(path: str | Path, text: str) -> None:
+def write_bytes(path: str | Path, data: bytes) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text(text)
+        tmp.write_bytes(data)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """UTF-8 and "\\n" line ends whatever the locale: the bytes are the text's."""
+    write_bytes(path, text.encode("utf-8"))
+
+
+def json_text(obj: Any) -> str:
+    """Deterministic JSON (sorted keys, 2-space indent, trailing newline) so identical results give identical bytes."""
+    return json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n"
 
 
 def write_json(path: str | Path, obj: Any) -> None:
-    """Deterministic JSON (sorted keys, trailing newline) so identical results give identical bytes."""
-    write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+    write_text(path, json_text(obj))
+
+
+PARQUET_OPTIONS: dict[str, Any] = {"compression": "zstd", "write_statistics": False}
+
+
+def parquet_bytes(data: Any) -> bytes:
+    """A pyarrow Table or pandas DataFrame as Parquet bytes that depend on the rows only (and pyarrow's version).
+
+    DataFrames lose their index (`preserve_index=False`) and the b"pandas" schema metadata, which records the
+    pandas version and would change the bytes between installs without changing a value. No column statistics
+    (not read by any stage), zstd compression.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = data if isinstance(data, pa.Table) else pa.Table.from_pandas(data, preserve_index=False)
+    metadata = {k: v for k, v in (table.schema.metadata or {}).items() if k != b"pandas"}
+    table = table.replace_schema_metadata(metadata or None)
+    buf = io.BytesIO()
+    pq.write_table(table, buf, **PARQUET_OPTIONS)
+    return buf.getvalue()
+
+
+def write_parquet(path: str | Path, data: Any) -> None:
+    write_bytes(path, parquet_bytes(data))
+
+
+def torch_bytes(obj: Any) -> bytes:
+    """`torch.save` into memory. Written to a file, the zip's record folder is named after the file; in memory it
+    is always "archive", so the bytes do not depend on the output's (or the temporary file's) name."""
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+def save_torch(path: str | Path, obj: Any) -> None:
+    write_bytes(path, torch_bytes(obj))
+
+
+def canonical_json_file(path: str | Path, set_keys: Sequence[str] = ()) -> None:
+    """Rewrite a JSON file another library wrote: sorted keys, and the lists under `set_keys` sorted.
+
+    Libraries that keep a set (PEFT's `target_modules`) dump it in set order, which follows the per-process string
+    hash seed: the same config gave different bytes from run to run.
+    """
+    obj = json.loads(Path(path).read_text(encoding="utf-8"))
+    for key in set_keys:
+        if isinstance(obj.get(key), list):
+            obj[key] = sorted(obj[key], key=str)
+    write_json(path, obj)
 
 
 def read_json(path: str | Path) -> Any:
@@ -109,9 +173,9 @@ def save_embeddings(directory: str | Path, emb: EmbeddingSet, dtype: str = "floa
     with atomic_path(directory) as tmp:
         tmp.mkdir()
         np.save(tmp / EMBEDDING_FILE, emb.vectors.astype(dtype), allow_pickle=False)
-        (tmp / IDS_FILE).write_text("".join(f"{i}\n" for i in emb.ids))
+        (tmp / IDS_FILE).write_bytes("".join(f"{i}\n" for i in emb.ids).encode("utf-8"))
         meta = dict(emb.meta, n=len(emb.ids), dim=int(emb.vectors.shape[1]), dtype=dtype)
-        (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        (tmp / META_FILE).write_bytes(json_text(meta).encode("utf-8"))
 
 
 def load_embeddings(directory: str | Path) -> EmbeddingSet:

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from protalign.errors import MissingArtifactError
-from protalign.storage import atomic_path
+from protalign.storage import save_torch
 
 MAX_STRUCTURE_LAYERS = 3
 
@@ -109,8 +109,7 @@ def save_heads(
         "text_head": text_head.state_dict(),
         "structure_head": structure_head.state_dict(),
     }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    save_torch(path, payload)
 
 
 def load_heads(path: str | Path) -> tuple[TextHead, StructureHead, HeadConfig, dict[str, Any]]:

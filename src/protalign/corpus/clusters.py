@@ -19,7 +19,7 @@ import pandas as pd
 from protalign.errors import InputError, MissingArtifactError, ToolError
 from protalign.params import Params
 from protalign.paths import Paths
-from protalign.storage import atomic_path
+from protalign.storage import write_parquet
 
 
 def cluster_column(identity: float) -> str:
@@ -92,8 +92,7 @@ def run(params: Params, paths: Paths) -> pd.DataFrame:
     proteins = pd.read_parquet(paths.proteins, columns=["id", "sequence"])
     sequences = dict(zip(proteins["id"].astype(str), proteins["sequence"].astype(str), strict=True))
     table = cluster_table(sequences, identities, params.cluster.coverage, params.cluster.threads)
-    with atomic_path(paths.clusters) as tmp:
-        table.to_parquet(tmp, index=False)
+    write_parquet(paths.clusters, table)
     for identity in identities:
         col = cluster_column(identity)
         print(

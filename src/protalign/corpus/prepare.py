@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from protalign.corpus.fasta import FastaEntity, parse_fasta
@@ -31,7 +30,7 @@ from protalign.corpus.structures import (
     parse_structure,
 )
 from protalign.errors import InputError, MissingArtifactError, check_losses
-from protalign.storage import atomic_path, write_text
+from protalign.storage import write_parquet, write_text
 
 MANIFEST_COLUMNS = ("id", "structure_file", "fasta_file", "format", "source")
 SCHEMA = pa.schema(
@@ -218,9 +217,7 @@ def write_skipped(path: Path, skipped: list[tuple[str, str, str]]) -> None:
 
 
 def write_proteins(path: Path, rows: list[dict[str, Any]]) -> None:
-    table = pa.Table.from_pylist(rows, schema=SCHEMA)
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd", write_statistics=False)
+    write_parquet(path, pa.Table.from_pylist(rows, schema=SCHEMA))
 
 
 def run(params: Any, paths: Any, workers: int | None = None) -> dict[str, int]:

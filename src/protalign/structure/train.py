@@ -24,7 +24,7 @@ from protalign.devices import resolve_device
 from protalign.errors import MissingArtifactError
 from protalign.params import Params
 from protalign.paths import Paths
-from protalign.storage import atomic_path, read_json
+from protalign.storage import read_json, save_torch
 from protalign.structure import registry, tasks
 from protalign.structure.registry import Sample, StructureEncoder
 from protalign.tracking import mlflow_run
@@ -211,8 +211,12 @@ def _flat(prefix: str, obj: Any) -> dict[str, Any]:
 
 
 def save_checkpoint(path, encoder: StructureEncoder, gdm: str, summary: dict[str, Any]) -> None:
-    """Atomic torch file: weights + config to rebuild + training summary (and the pretraining head)."""
-    summary = dict(summary)
+    """Atomic torch file: weights + config to rebuild + training summary (and the pretraining head).
+
+    Wall-clock seconds stay out (they go to MLflow and the log): in the file they made every run's bytes, and so
+    its DVC hash, differ even where every weight was identical.
+    """
+    summary = _without_timings(summary)
     head = summary.pop("head_state_dict", None)
     payload = {
         "format": CHECKPOINT_FORMAT,
@@ -223,8 +227,17 @@ def save_checkpoint(path, encoder: StructureEncoder, gdm: str, summary: dict[str
         "head_state_dict": head,
         "summary": summary,
     }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    save_torch(path, payload)
+
+
+def _without_timings(summary: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in summary.items() if k != "seconds"}
+    if isinstance(out.get("history"), list):
+        out["history"] = [
+            {k: v for k, v in row.items() if k != "seconds"} if isinstance(row, dict) else row
+            for row in out["history"]
+        ]
+    return out
 
 
 def load_checkpoint(path) -> tuple[StructureEncoder, dict[str, Any]]:
@@ -315,6 +328,9 @@ def run(params: Params, paths: Paths, gdm: str) -> dict[str, Any]:
             encoder, summary = load_external(
                 source if source.is_absolute() else paths.root / source, gdm, params
             )
+            # as params.yaml names it: the checkout's absolute root in the file would differ in every clone
+            summary["weights"] = str(source)
         summary["seconds"] = time.perf_counter() - t0
+        tracker.log_metrics({"seconds": summary["seconds"]})
     save_checkpoint(paths.structure_model(gdm), encoder, gdm, summary)
     return {k: v for k, v in summary.items() if k != "head_state_dict"}

@@ -22,7 +22,7 @@ import pandas as pd
 from protalign.errors import MissingArtifactError
 from protalign.params import Params
 from protalign.paths import Paths
-from protalign.storage import atomic_path
+from protalign.storage import write_parquet
 
 log = logging.getLogger(__name__)
 
@@ -216,8 +216,7 @@ def run(params: Params, paths: Paths) -> pd.DataFrame:
     if not paths.proteins.exists():
         raise MissingArtifactError(f"no proteins table at {paths.proteins} (has the prepare stage run?)")
     out, missing = summarize(pd.read_parquet(paths.proteins), writer)
-    with atomic_path(paths.summaries) as tmp:
-        out.to_parquet(tmp, index=False)
+    write_parquet(paths.summaries, out)
     counts = {k: int(missing[k]) for k in REQUIRED[1:]}
     log.info("summarize: %d texts by %r; rows with a missing field: %s", len(out), writer.name, counts)
     if isinstance(writer, ChatTemplateWriter):

@@ -11,7 +11,7 @@ import torch
 
 from protalign.errors import MissingArtifactError
 from protalign.paths import Paths
-from protalign.storage import atomic_path, file_sha256, read_json
+from protalign.storage import atomic_path, canonical_json_file, file_sha256, read_json
 from protalign.text import llms
 from protalign.text.lora.loading import fingerprint_sha, load_causal_lm
 
@@ -53,6 +53,8 @@ def save_adapter(peft_model: Any, target: Path, meta: dict[str, Any], base_sourc
     peft_model.peft_config["default"].base_model_name_or_path = base_source
     with atomic_path(target) as tmp:
         peft_model.save_pretrained(tmp, save_embedding_layers=False)  # no hub look-up: embeddings are frozen
+        # PEFT stores target_modules from a set: its order follows PYTHONHASHSEED unless rewritten canonically
+        canonical_json_file(tmp / "adapter_config.json", ("target_modules", "exclude_modules"))
         # PEFT's model card template: no information, absolute paths
         (tmp / "README.md").unlink(missing_ok=True)
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
