@@ -173,6 +173,8 @@ class StructureParams:
     weights: str = "trained"
     max_embed_gb: float = 4.0
     train: StructureTrainParams = field(default_factory=StructureTrainParams)
+    # false: the sequence-blind ablation (structure/blind.py); no default, params.yaml holds the value
+    residue_types: bool = field(kw_only=True)
 
 
 @dataclass(frozen=True)

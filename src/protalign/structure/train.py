@@ -56,7 +56,7 @@ def featurize_many(
     items, skipped = [], []
     for pid in tqdm(ids, desc=desc, disable=None, leave=False):
         try:
-            st = store.get(pid)
+            st = encoder.input_structure(store.get(pid))  # sequence-blind when residue_types is false
             sample = encoder.featurize(st)
             if sample["num_nodes"] != len(st.aa):
                 raise ValueError(f"encoder kept {sample['num_nodes']} of {len(st.aa)} residues")
@@ -284,6 +284,8 @@ def run(params, paths, gdm: str) -> dict[str, Any]:
     cfg = params.structure.train
     weights = str(params.structure.weights)
     tasks.check_tasks(cfg.tasks)
+    if weights == "trained":
+        cfg = dataclasses.replace(cfg, tasks=tasks.usable_tasks(cfg.tasks, params.structure.residue_types))
     set_threads(params)
     device = resolve_device(params.structure.device, "structure.device")
     torch.manual_seed(cfg.seed)
@@ -313,6 +315,7 @@ def run(params, paths, gdm: str) -> dict[str, Any]:
             encoder, summary = load_external(
                 source if source.is_absolute() else paths.root / source, gdm, params
             )
+            encoder.config["residue_types"] = bool(params.structure.residue_types)  # what embed_structure shows it
         summary["seconds"] = time.perf_counter() - t0
     save_checkpoint(paths.structure_model(gdm), encoder, gdm, summary)
     return {k: v for k, v in summary.items() if k != "head_state_dict"}
