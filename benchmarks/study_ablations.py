@@ -188,9 +188,10 @@ def write_run_md(out: Path, args, scratch: Path, commit: str, timings: dict, wal
         f"- corpus: {args.data} (data.dvc md5 `{md5}`)\n"
         f"- code: git commit `{commit}` of the repository plus its working tree at run time\n"
         f"- LLM: {args.llm}; GDMs: {', '.join(args.gdm_list)}; targets `{' '.join(TARGETS)}` and their upstream\n"
-        f"- wall time of this invocation: {wall:.0f} s; machine: {os.cpu_count()} CPUs\n"
+        f"- wall time of this invocation: {wall:.0f} s; machine: {os.cpu_count()} CPUs, load average before the "
+        f"run {args.load0}\n"
         "- experiments run one after the other (`dvc exp run --temp`); unchanged upstream stages come from the\n"
-        "  DVC cache (a text ablation retrains no GDM; the sequence-blind one reuses no text embedding work)\n\n"
+        "  DVC cache (a text ablation retrains no GDM; the sequence-blind one re-embeds no text)\n\n"
         "## Experiments\n\n| experiment | setting | wall (s) | peak RSS of the process tree (MiB) |\n"
         "|---|---|---:|---:|\n" + rows
         + "\nTable: `ablations.csv` (one row per ablation × GDM; `status` says when a value is missing).\n\n"
@@ -232,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         return 0
     start = time.time()
+    args.load0 = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     commit = subprocess.run(
         ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True
     ).stdout.strip()
@@ -243,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     timings = json.loads(timings_file.read_text()) if timings_file.exists() else {}
     if not baseline_done:
         wall, peak = run_timed(["dvc", "repro", *TARGETS], scratch, env)
-        timings[BASELINE] = {"wall_s": wall, "peak_rss_mib": peak}
+        # a rerun here only completes an interrupted baseline (same scratch, same params): keep the first record
+        timings.setdefault(BASELINE, {"wall_s": wall, "peak_rss_mib": peak})
         _commit(scratch, env, "ablation study: baseline run")
         timings_file.write_text(json.dumps(timings, indent=1))
     for name in args.ablations:
