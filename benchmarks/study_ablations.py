@@ -49,7 +49,8 @@ BASELINE = "baseline"
 TIMINGS = "ablation_timings.json"
 TEST_KEYS = ("alignment_score", "baseline_alignment_score", "recall@1_t2s", "chance_recall@1", "recall@10_t2s",
              "chance_recall@10", "n_test")  # fmt: skip
-OPTIONAL_KEYS = ("headline_gain", "headline_ci_low", "headline_ci_high")  # issue 15's headline, where present
+# issue 15's headline, from the test or the CV metrics file, where the pipeline writes it
+OPTIONAL_KEYS = ("headline_gain", "headline_ci_low", "headline_ci_high")
 
 
 def run_timed(cmd: list[str], cwd: Path, env: dict) -> tuple[float, float]:
@@ -122,7 +123,7 @@ def ablation_table(states: list[dict], llm: str, gdms: list[str], names: list[st
                 "" if cv else " (cv)")  # fmt: skip
             row["changed"] = json.dumps(exp.changed, sort_keys=True) if name != BASELINE else ""
             row.update({k: test.get(k) for k in TEST_KEYS})
-            row.update({k: test[k] for k in OPTIONAL_KEYS if k in test})
+            row.update({k: src[k] for src in (test, cv) for k in OPTIONAL_KEYS if k in src})
             for method, m in sorted((cv.get("methods") or {}).items()):
                 for key in ("alignment_score", "baseline_alignment_score", "gain_over_baseline"):
                     block = m.get(key) or {}

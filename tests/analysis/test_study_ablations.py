@@ -26,7 +26,7 @@ def _test_metrics(score: float) -> dict:
 
 def _cv(score: float) -> dict:
     block = lambda x: {"estimate": x, "ci_low": x - 0.01, "ci_high": x + 0.01, "n": 800}  # noqa: E731
-    return {"methods": {m: {"alignment_score": block(score + d), "baseline_alignment_score": block(0.0),
+    return {"headline_gain": score / 2, "methods": {m: {"alignment_score": block(score + d), "baseline_alignment_score": block(0.0),
                             "gain_over_baseline": block(score + d)} for m, d in (("random", 0.1), ("cluster", 0.0))}}  # fmt: skip
 
 
@@ -84,6 +84,7 @@ def test_table_one_row_per_ablation_and_gdm_with_reasons():
     assert cell.loc[("name_only", "gvp"), "status"] == "missing metrics (cv)"
     assert cell.loc[("length_only", "gat"), "status"].startswith("missing: state failed")
     assert (cell.xs("baseline")["status"] == "ok").all()
+    assert cell.loc[("no_ids", "gat"), "headline_gain"] == pytest.approx(0.05)  # carried over where present
 
 
 def test_experiments_of_another_baseline_do_not_count():
