@@ -82,7 +82,7 @@ class ChatParams:
 
 @dataclass(frozen=True)
 class SummarizeParams:
-    writer: Literal["template", "chat"]
+    writer: Literal["template", "chat", "no_ids", "name_only", "length_only"]
     chat: ChatParams
 
 
@@ -193,6 +193,7 @@ class StructureParams:
     weights: str  # trained | random | path to a checkpoint ({gdm} is replaced)
     max_embed_gb: Positive
     train: StructureTrainParams
+    residue_types: bool  # false: the sequence-blind ablation (structure/blind.py)
 
 
 @dataclass(frozen=True)

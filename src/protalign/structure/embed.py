@@ -175,6 +175,12 @@ def run(params: Params, paths: Paths, gdm: str) -> dict[str, Any]:
     if not model_path.exists():
         raise MissingArtifactError(f"{model_path} not found (has train_structure@{gdm} run?)")
     encoder, payload = load_checkpoint(model_path)
+    blind = not encoder.config.get("residue_types", True)
+    if blind == bool(params.structure.residue_types):
+        raise ValueError(
+            f"{model_path} was made with structure.residue_types={not blind} but params say "
+            f"{params.structure.residue_types}; rerun train_structure@{gdm} (dvc repro does)"
+        )
     pooling = params.structure.pooling
     if pooling not in POOLINGS:
         raise ValueError(f"structure.pooling must be one of {POOLINGS}, got {pooling!r}")
@@ -187,7 +193,7 @@ def run(params: Params, paths: Paths, gdm: str) -> dict[str, Any]:
     def _featurized() -> Iterator[Sample]:  # lazy: with workers, featurizing overlaps embedding
         for pid in ids:
             try:
-                sample = encoder.featurize(store.get(pid))
+                sample = encoder.featurize(encoder.input_structure(store.get(pid)))
             except (ValueError, RuntimeError, IndexError, KeyError) as exc:
                 skipped.append({"id": pid, "reason": f"featurize failed: {type(exc).__name__}: {exc}"})
                 continue

@@ -71,6 +71,17 @@ class StructureEncoder(nn.Module):
     def featurize(self, structure) -> Sample:
         raise NotImplementedError
 
+    def input_structure(self, structure):
+        """What the encoder is shown of a protein: with `residue_types` False in its config (the sequence-blind
+        ablation, structure.residue_types), a copy without amino-acid identities (blind.py). Every stage
+        featurizes `input_structure(stored)`, so the ablation lives in this one place. Configs without the key
+        (older checkpoints) saw the types."""
+        if self.config.get("residue_types", True):
+            return structure
+        from protalign.structure.blind import sequence_blind
+
+        return sequence_blind(structure)
+
     def forward(self, batch: Batch, type_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Per-residue features [N, node_dim]; residues where `type_mask` is True do not see their own type."""
         raise NotImplementedError
@@ -153,7 +164,7 @@ def encoder_class(name: str) -> type[StructureEncoder]:
 def build(name: str, params) -> StructureEncoder:
     """A fresh encoder configured from `params.structure` (a StructureParams)."""
     cls = encoder_class(name)
-    return cls(cls.config_from_params(params))
+    return cls({**cls.config_from_params(params), "residue_types": bool(params.residue_types)})
 
 
 def from_config(name: str, config: dict[str, Any]) -> StructureEncoder:

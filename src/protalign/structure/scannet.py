@@ -248,6 +248,8 @@ class ScanNetEncoder(StructureEncoder):
     def featurize(self, structure) -> Sample:
         """Frames + neighbourhoods of one protein (ValueError with the reason when it cannot be encoded)."""
         raw, drops = sf.raw_arrays(structure)
+        if self.config.get("residue_types", True) and not (raw["aa"] < 20).any():
+            raise ValueError("no residue of a standard type")  # sequence-blind inputs are all unknown by design
         limit = self.config.get("max_residues", 0)
         if limit and len(raw["aa"]) > limit:
             raise ValueError(f"{len(raw['aa'])} residues > structure.scannet.max_residues={limit}")

@@ -168,8 +168,6 @@ def build(raw: dict[str, np.ndarray], hide: np.ndarray | None = None) -> dict[st
     n_res = len(aa)
     if n_res == 0:
         raise ValueError("no residues")
-    if not (aa < 20).any():
-        raise ValueError("no residue of a standard type")
     ptr, code, mass, x = raw["atom_ptr"], raw["code"], raw["mass"], raw["xyz"]
     res = np.repeat(np.arange(n_res), np.diff(ptr))
     aa_eff = aa.copy()

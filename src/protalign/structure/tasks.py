@@ -13,6 +13,7 @@ All sampling uses the caller's seeded generator (CPU), so a run is reproducible.
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
@@ -22,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 TASKS = ("residue_type", "distance", "angle", "ec")
+log = logging.getLogger(__name__)
 N_TYPES = 20  # targets are the 20 standard types; unknown residues are never targets
 N_ANGLE_BINS = 8
 NEIGHBOUR_RADIUS = 10.0
@@ -34,6 +36,22 @@ def check_tasks(tasks) -> tuple[str, ...]:
     if unknown or not tasks:
         raise ValueError(f"structure.train.tasks must be a non-empty subset of {TASKS}, got {list(tasks)}")
     return tasks
+
+
+def usable_tasks(tasks, residue_types: bool) -> tuple[str, ...]:
+    """The pretraining tasks a run can train: without residue types (the sequence-blind ablation) the masked
+    residue-type task has no targets, so it is dropped (logged); alone it leaves nothing to train, an error."""
+    tasks = check_tasks(tasks)
+    if residue_types or "residue_type" not in tasks:
+        return tasks
+    rest = tuple(t for t in tasks if t != "residue_type")
+    if not rest:
+        raise ValueError(
+            "structure.residue_types is false (sequence-blind ablation), so the residue_type task has no targets "
+            "and structure.train.tasks has no other task; add distance/angle/ec or set structure.weights: random"
+        )
+    log.info("structure.residue_types is false: dropping the residue_type pretraining task; training %s", list(rest))
+    return rest
 
 
 def ec_label(ec_numbers, level: int) -> str | None:

@@ -58,7 +58,7 @@ def featurize_many(
     items, skipped = [], []
     for pid in tqdm(ids, desc=desc, disable=None, leave=False):
         try:
-            st = store.get(pid)
+            st = encoder.input_structure(store.get(pid))  # sequence-blind when residue_types is false
             sample = encoder.featurize(st)
             if sample["num_nodes"] != len(st.aa):
                 raise ValueError(f"encoder kept {sample['num_nodes']} of {len(st.aa)} residues")
@@ -299,6 +299,8 @@ def run(params: Params, paths: Paths, gdm: str) -> dict[str, Any]:
     cfg = params.structure.train
     weights = str(params.structure.weights)
     tasks.check_tasks(cfg.tasks)
+    if weights == "trained":
+        cfg = dataclasses.replace(cfg, tasks=tasks.usable_tasks(cfg.tasks, params.structure.residue_types))
     set_threads(params)
     device = resolve_device(params.structure.device, "structure.device")
     torch.manual_seed(cfg.seed)
@@ -330,6 +332,7 @@ def run(params: Params, paths: Paths, gdm: str) -> dict[str, Any]:
             )
             # as params.yaml names it: the checkout's absolute root in the file would differ in every clone
             summary["weights"] = str(source)
+            encoder.config["residue_types"] = bool(params.structure.residue_types)  # what embed_structure shows it
         summary["seconds"] = time.perf_counter() - t0
         tracker.log_metrics({"seconds": summary["seconds"]})
     save_checkpoint(paths.structure_model(gdm), encoder, gdm, summary)

@@ -5,6 +5,10 @@ length, chains, molecule names and organisms; `chat` (text/chat.py) has an OpenA
 the entry's FASTA (`data/fasta/<ID>.fasta`), keeping the template's first sentence. The `writer` column says per
 row who wrote it (`template`, `chat:<model>`, `template:fallback-<reason>`, `template:no-fasta`). Missing fields become an explicit "unknown" (never an empty slot) and are
 counted, so a corpus with thin metadata is visible in the stage's log and return value.
+
+Three more writers are text-shortcut ablations (how much of the alignment is a look-up of the id or the name):
+`no_ids` (the template without the PDB id and without molecule names), `name_only` ("The protein is named
+<names>.") and `length_only` ("The protein has <n> amino acids in <c> chain(s).").
 """
 
 from __future__ import annotations
@@ -116,40 +120,69 @@ def sequence_length(row: pd.Series | dict) -> int | None:
     return _count(row.get("length"))
 
 
-def template_text(row: pd.Series | dict, missing: Counter | None = None) -> str:
+def template_text(row: pd.Series | dict, missing: Counter | None = None, *, ids: bool = True) -> str:
     """The study's description (its summarize.py), e.g. 'The protein structure 11AS has a sequence length of:
     330 amino acids. Here is more information: The protein structure 11AS involves the following chains:
     Chains A, B. The protein is named ASPARAGINE SYNTHETASE. It was derived from the organism Escherichia coli
     K12 (83333).' The first sentence is the part a chat writer keeps verbatim. The study had GPT-4o describe
-    multi-entity entries; the template lists their entities instead (one clause each)."""
+    multi-entity entries; the template lists their entities instead (one clause each).
+
+    `ids=False` is the `no_ids` ablation: the same sentences without the PDB id and without any molecule name
+    (entities are numbered instead), so the text keeps only length, chains and organism."""
     missing = Counter() if missing is None else missing
-    pid = row["id"]
+    subject = f"The protein structure {row['id']}" if ids else "The protein structure"
     length = sequence_length(row)
     ents = _entities(row)
     names = [e[0] for e in ents if e[0]]
     orgs = [e[2] for e in ents if e[2]]
-    for key, absent in (("length", length is None), ("n_chains", not any(e[1] for e in ents)),
-                        ("molecule_names", not names), ("organisms", not orgs)):  # fmt: skip
+    fields = [("length", length is None), ("n_chains", not any(e[1] for e in ents)), ("organisms", not orgs)]
+    for key, absent in [*fields, *([("molecule_names", not names)] if ids else [])]:
         missing[key] += absent
     first = (
-        f"The protein structure {pid} has a sequence length of: {length} amino acids."
+        f"{subject} has a sequence length of: {length} amino acids."
         if length is not None
-        else f"The protein structure {pid} has an unknown sequence length."
+        else f"{subject} has an unknown sequence length."
     )
     if len(ents) <= 1:
         name, chains, org = ents[0] if ents else ("", "", "")
+        named = f"The protein is named {name}." if name else "The protein's name is not recorded."
         details = [
-            f"The protein structure {pid} involves the following chains: {chains or UNKNOWN}.",
-            f"The protein is named {name}." if name else "The protein's name is not recorded.",
+            f"{subject} involves the following chains: {chains or UNKNOWN}.",
+            *([named] if ids else []),
             f"It was derived from the organism {org}." if org else "Its source organism is not recorded.",
         ]
     else:
         parts = [
-            f"{name or 'an unnamed entity'} ({'; '.join(x for x in (chains, org) if x) or 'no chain or organism recorded'})"
-            for name, chains, org in ents
+            f"{(name or 'an unnamed entity') if ids else f'entity {i}'} "
+            f"({'; '.join(x for x in (chains, org) if x) or 'no chain or organism recorded'})"
+            for i, (name, chains, org) in enumerate(ents, start=1)
         ]
-        details = [f"The protein structure {pid} has {len(ents)} protein entities: {', '.join(parts)}."]
+        details = [f"{subject} has {len(ents)} protein entities: {', '.join(parts)}."]
     return " ".join([first, "Here is more information:", *details])
+
+
+def name_only_text(row: pd.Series | dict, missing: Counter | None = None) -> str:
+    """`name_only` ablation: 'The protein is named <names>.' (every protein entity's name, '; '-separated)."""
+    names = clean_list([e[0] for e in _entities(row)])
+    if missing is not None:
+        missing["molecule_names"] += not names
+    return f"The protein is named {'; '.join(names)}." if names else "The protein's name is not recorded."
+
+
+def chain_count(row: pd.Series | dict) -> int | None:
+    """Chains the template lists (the FASTA entities' chain ids); else the prepared `n_chains`."""
+    listed = [c for e in _entities(row) if e[1] for c in e[1].split(" ", 1)[1].split(",") if c.strip()]
+    return len(listed) if listed else _count(row.get("n_chains"))
+
+
+def length_only_text(row: pd.Series | dict, missing: Counter | None = None) -> str:
+    """`length_only` ablation: 'The protein has <n> amino acids in <c> chain(s).' (n as the template's length)."""
+    n, c = sequence_length(row), chain_count(row)
+    if missing is not None:
+        missing["length"] += n is None
+        missing["n_chains"] += c is None
+    amino = f"{n} amino acids" if n is not None else "an unknown number of amino acids"
+    return f"The protein has {amino} in {c if c is not None else 'an unknown number of'} chain(s)."
 
 
 class TemplateWriter:
@@ -177,9 +210,29 @@ class ChatTemplateWriter:
         return WriteResult(texts=texts, missing=base.missing, labels=labels)
 
 
+class RowWriter:
+    """A writer that is one function of each row (the text-shortcut ablations)."""
+
+    def __init__(self, name: str, text: Callable[[Any, Counter], str]) -> None:
+        self.name, self.text = name, text
+
+    def write(self, proteins: pd.DataFrame) -> WriteResult:
+        missing: Counter = Counter()
+        return WriteResult(texts=[self.text(row, missing) for _, row in proteins.iterrows()], missing=missing)
+
+
+def _no_ids(row: Any, missing: Counter) -> str:
+    return template_text(row, missing, ids=False)
+
+
+# the ablations (README "Text-shortcut ablations"): what the alignment can learn from the name, the size alone, or
+# everything but the id and the name
 WRITERS: dict[str, Callable[[Any, Any], Writer]] = {
     "template": lambda params, paths: TemplateWriter(),
     "chat": ChatTemplateWriter,
+    "no_ids": lambda params, paths: RowWriter("no_ids", _no_ids),
+    "name_only": lambda params, paths: RowWriter("name_only", name_only_text),
+    "length_only": lambda params, paths: RowWriter("length_only", length_only_text),
 }
 
 

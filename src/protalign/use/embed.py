@@ -94,7 +94,7 @@ def encode_structures(
     samples, failed = [], []
     for s in structures:
         try:
-            samples.append(encoder.featurize(s))
+            samples.append(encoder.featurize(encoder.input_structure(s)))  # as the model was trained
         except (ValueError, RuntimeError, IndexError, KeyError) as exc:
             failed.append({"id": s.id, "reason": f"featurize failed: {type(exc).__name__}: {exc}"})
     set_threads(params)
