@@ -16,6 +16,7 @@ import pytest
 from params_helpers import default_params
 from protalign.align.heads import HeadConfig, StructureHead, structure_widths
 from protalign.analysis import correlations, cv, findings, properties
+from protalign.analysis.evidence import seeds_path
 from protalign.corpus import clusters, folds
 from protalign.paths import Paths
 from protalign.storage import EmbeddingSet, load_embeddings, save_embeddings
@@ -156,7 +157,7 @@ def test_analysis_stages_on_a_small_run(tmp_path):
     assert "verdict (cluster folds)" in summary and "random (homology-leaky)" in summary
     assert "Verdict rules" in summary and "paper, LLaMA-3.1-8B: score" in summary
     f1 = md.split("## F1 (RQ1)")[1].split("##")[0]
-    if findings.seeds_path(paths, "tiny-1m", "gearnet_edge").exists():  # crossval writes per-seed archives
+    if seeds_path(paths, "tiny-1m", "gearnet_edge").exists():  # crossval writes per-seed archives
         assert "Verdict: reproduced" in f1, f1  # the graph+3D stand-in carries more signal by construction
     else:  # crossval outputs without the archive: a clear reason, never a crash
         assert "Verdict: not testable here" in f1 and "rerun crossval" in f1, f1

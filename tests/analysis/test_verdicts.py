@@ -284,3 +284,32 @@ def test_f7_falls_back_to_seed_means_and_is_not_testable_without_depth_3(tmp_pat
     assert f.verdict == R and "no per-seed archive" in f.body[0].content["measure"].iloc[0]
     f = findings.finding_depth(_params(gdms=("gat",), depths=(1, 2)), Archive(paths), [("tiny-1m", "gat")])
     assert f.verdict == NT and "1, 2 and 3" in f.deciding
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the page: summary first, and the README's verdicts block still reads it
+
+
+def test_page_opens_with_the_summary_and_feeds_the_readme(tmp_path):
+    from protalign import docs_render
+    from protalign.analysis.findings_page import Finding, page, table1_beside
+    from protalign.analysis.findings_render import Block, render_md
+
+    params = _params()
+    found = [Finding("F1", "RQ1", "graph+3D GDMs align better", R, "a - b: 0.1 [0.05, 0.15] (0.95 CI)",
+                     [Block("p", "evidence")], "reproduced: a - b: 0.3 [0.2, 0.4]"),
+             Finding("F6", "RQ4", "wider is better", NT, "no sweep", [], "— (a test-split sweep: no folds)")]  # fmt: skip
+    cv = {"tiny-1m__gearnet_edge": {"headline_gain": 0.05, "headline_ci_low": 0.01, "headline_ci_high": 0.09,
+                                    "methods": {"cluster": {"alignment_score": {"estimate": 0.2}}}}}  # fmt: skip
+    t1 = table1_beside(params, cv, "cluster")
+    assert t1.loc[0, "paper, LLaMA-3.1-8B: score"] == 0.3211  # GearNet family, the paper's LLM, labelled
+    assert t1.loc[0, "ours, tiny-1m: headline rr gain [CI]"] == "0.0500 [0.0100, 0.0900]"
+    assert "rerun crossval" in t1.loc[1, "ours, tiny-1m: headline rr gain [CI]"]  # gat pair has no headline
+    md = render_md(page(params, found, t1, [Block("h2", "RQ2: other")], 90))
+    summary = md.split("## F1")[0]
+    assert "| F1 (RQ1) | graph+3D GDMs align better | **reproduced** | a - b: 0.1 [0.05, 0.15]" in summary
+    assert "Verdict rules" in summary and "paper, Gemma2-2B" in summary
+    (tmp_path / "findings.md").write_text(md)
+    rows = docs_render.render_verdicts(tmp_path, "findings.md")
+    assert "| F1 | RQ1 | graph+3D GDMs align better | **reproduced** |" in rows
+    assert "| F6 | RQ4 | wider is better | **not testable here** |" in rows

@@ -56,17 +56,18 @@ def judge(fn: Callable[[str], Judged], method: str) -> Judged:
         return V.NOT_TESTABLE, str(why), []
 
 
-def finding(params: Params, key: str, rq: str, claim: str, fn: Callable[[str], Judged], leaky: bool = True):
+def finding(params: Params, key: str, rq: str, claim: str, fn: Callable[[str], Judged], leaky: str = ""):
+    """Judge `fn` on the cluster folds and, unless `leaky` says why not, on the random folds beside it."""
     methods = params.analysis.methods
     if V.VERDICT_METHOD in methods:
         verdict, deciding, body = judge(fn, V.VERDICT_METHOD)
     else:
         verdict, deciding, body = V.NOT_TESTABLE, "analysis.methods lacks 'cluster' (verdicts need it)", []
-    side = "not judged on random folds"
-    if leaky and V.LEAKY_METHOD in methods:
+    side = leaky or "— (analysis.methods lacks 'random')"
+    if not leaky and V.LEAKY_METHOD in methods:
         v, d, _ = judge(fn, V.LEAKY_METHOD)
-        side = f"{v}: {d}"
-    return Finding(key, rq, claim, verdict, deciding, body, side if leaky else "— (no per-fold variant)")
+        side = v if v == verdict == V.NOT_TESTABLE else f"{v}: {d}"
+    return Finding(key, rq, claim, verdict, deciding, body, side)
 
 
 def compare_pairs(params: Params, arch: Archive, method: str, todo: list[tuple[tuple, tuple]]) -> Judged:
@@ -151,8 +152,11 @@ def property_judged(corr: pd.DataFrame, prop: str, effect: bool, rules: V.Rules)
         raise V.NotTestable(f"no '{prop}' rows in reports/properties/correlations.csv")
     ok = sub[sub["rho"].notna() & sub["ci_low"].notna() & sub["ci_high"].notna()]
     if ok.empty:
-        notes = sub["note"].dropna().unique() if "note" in sub else []
-        raise V.NotTestable("; ".join(map(str, notes)) or f"'{prop}' does not vary over the scored proteins")
+        notes = list(sub["note"].dropna().unique()) if "note" in sub else []
+        if notes:
+            more = f" (and {len(notes) - 1} more pair(s) alike)" if len(notes) > 1 else ""
+            raise V.NotTestable(f"{notes[0]}{more}")
+        raise V.NotTestable(f"'{prop}' does not vary over the scored proteins")
     ivs = [stats.Interval(r.rho, r.ci_low, r.ci_high, r.ci_level, int(r.n), int(r.n_units))
            for r in ok.itertuples(index=False)]  # fmt: skip
     verdict, k = (V.judge_effect(ivs, rules.band_rho) if effect else V.judge_null(ivs, rules.band_rho))
@@ -173,7 +177,7 @@ def finding_properties(params: Params, corr: pd.DataFrame) -> list[Finding]:
         ("F5", "the number of chains does not affect alignment", "n_chains", False),
     ):
         f = finding(params, key, "RQ3", claim, lambda m, p=prop, e=effect: property_judged(corr, p, e, rules),
-                    leaky=False)  # fmt: skip
+                    leaky="— (the properties stage correlates the cluster folds only)")  # fmt: skip
         if key == "F4":  # the study's own measure, shown as a second, labelled one (not judged: names leak)
             names = corr[corr["property"] == "name_count"]
             f.body.append(Block("p", "Second measure, not judged (the molecule name is itself a look-up "
@@ -227,7 +231,7 @@ def finding_gdm_dim(params: Params, paths: Paths) -> Finding:
         return verdict, deciding, body
 
     claim = "a wider GDM embedding (retrained GearNet) aligns better"
-    return finding(params, "F6", "RQ4", claim, fn, leaky=False)
+    return finding(params, "F6", "RQ4", claim, fn, leaky="— (a test-split sweep: no folds)")
 
 
 def finding_depth(params: Params, arch: Archive, pairs: list[tuple[str, str]]) -> Finding:

@@ -112,7 +112,7 @@ def summary_table(findings: list[Finding]) -> pd.DataFrame:
 
 
 def finding_blocks(f: Finding) -> list[Block]:
-    """One finding's details; the h2 and the '**Verdict: ...**' line are what docs_render reads."""
+    """One finding's details; the h2 and the '**Verdict: ...**' line are what the README's verdicts block reads."""
     return [Block("h2", f"{f.key} ({f.rq}): {f.claim}."), Block("p", f"**Verdict: {f.verdict}.**"),
             Block("p", f"Deciding: {f.deciding}."), Block("p", f"Under {LEAKY_LABEL} folds: {f.leaky}."),
             *f.body]  # fmt: skip

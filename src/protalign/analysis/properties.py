@@ -111,8 +111,8 @@ def gain_matrices(params: Params, paths: Paths, method: str) -> dict[str, Matrix
             rows = table[table["method"] == method] if "method" in table else table
             try:
                 out[pair_id(llm, gdm)] = matrix_from_long(rows, GAIN, path.name)
-            except NotTestable as also:
-                out[pair_id(llm, gdm)] = f"{missing}; {also}"
+            except NotTestable:
+                out[pair_id(llm, gdm)] = f"{missing}; nor rr/rr_control in {path.name}"
     return out
 
 
