@@ -124,4 +124,6 @@ def test_repro_after_sweeps_refreshes_findings_only(sweep):
     assert "Running stage 'train_structure" not in log and "Running stage 'align" not in log, log[-3000:]
     findings = (sweep.root / "reports" / "findings.md").read_text()
     f6 = findings.split("F6 (RQ4)", 1)[1].split("\n## ", 1)[0]
-    assert "no LLM has >= 3 GearNet widths in gdm_dim.csv (2 point(s))" in f6, f6
+    # gdm8 = [8] and gdm16 = [8, 8] differ in depth, not width at fixed depth: two strata of one width each
+    assert "no series varies the width over >= 6 widths at fixed depth" in f6, f6
+    assert "depth 1: 1 width(s)" in f6 and "depth 2: 1 width(s)" in f6, f6
