@@ -12,12 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from protalign.analysis import stats
 from protalign.analysis.verdicts import NotTestable
-from protalign.paths import Paths, pair_id
+from protalign.paths import Paths
 
 GAIN = "gain"  # measure: per-protein reciprocal rank minus the shuffled-pairing control's (same seed)
 
@@ -110,10 +109,3 @@ class Archive:
             label = f"{measure} (seed means from {path.name}: no per-seed archive)"
             return matrix_from_long(rows, measure, path.name), label
 
-
-def pair_label(pair: tuple[str, str]) -> str:
-    return pair_id(*pair)
-
-
-def finite(values: np.ndarray) -> bool:
-    return bool(np.isfinite(values).all())

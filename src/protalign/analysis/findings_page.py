@@ -133,7 +133,8 @@ def page(params: Params, findings: list[Finding], t1: pd.DataFrame, details: lis
                    "control, cluster folds, paired by seed; study score = the paper's alignment score under CV)."),
         Block("table", t1),
         Block("p", V.rules_text(rules)),
-        Block("p", f"Pairs are compared on the proteins both scored ({n} proteins scored by every pair)."),
+        Block("p", f"Pairs are compared on the proteins and seeds both scored (each pair scored >= {n} proteins "
+                   "under the cluster folds; losses: `n_lost` in metrics/cv)."),
     ]
     body = [b for f in findings for b in finding_blocks(f)]
     return head + body + details
