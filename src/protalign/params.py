@@ -217,6 +217,14 @@ class EvaluateParams:
 
 
 @dataclass(frozen=True)
+class VerdictParams:  # the rules that turn intervals into verdicts (analysis/verdicts.py; printed in findings.md)
+    min_effect: NonNegFloat  # smallest mean per-protein reciprocal-rank difference that counts as an effect
+    band_rho: Annotated[float, Range(0, 1, lo_open=True)]  # |rho| below which a correlation counts as no effect
+    alpha: Fraction  # family-wise error of one finding's intervals (level 1 - alpha before the correction)
+    correction: Literal["holm", "bh", "bonferroni", "none"]  # across the comparisons of one finding / the tests
+
+
+@dataclass(frozen=True)
 class AnalysisParams:  # cross-validation of the heads and the statistics of the findings
     folds: Annotated[int, Range(2)]
     methods: Annotated[tuple[Literal["random", "cluster"], ...], NonEmpty]  # fold-drawing methods evaluated
@@ -224,7 +232,7 @@ class AnalysisParams:  # cross-validation of the heads and the statistics of the
     depths: Annotated[tuple[HeadLayers, ...], NonEmpty]  # structure-head layers swept (RQ5)
     n_boot: Count
     ci: Fraction
-    correction: Literal["holm", "bh", "bonferroni", "none"]
+    verdicts: VerdictParams
     bins: Count  # quantile bins of the property plots
     seed: Seed
     workers: Count  # processes fitting the (seed, fold) heads in parallel (1 thread each)

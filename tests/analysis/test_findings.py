@@ -16,6 +16,7 @@ import pytest
 from params_helpers import default_params
 from protalign.align.heads import HeadConfig, StructureHead, structure_widths
 from protalign.analysis import correlations, cv, findings, properties
+from protalign.analysis.evidence import seeds_path
 from protalign.corpus import clusters, folds
 from protalign.paths import Paths
 from protalign.storage import EmbeddingSet, load_embeddings, save_embeddings
@@ -152,14 +153,22 @@ def test_analysis_stages_on_a_small_run(tmp_path):
         "F8 (RQ6)",
     ):
         assert key in md
-    f1 = md.split("F1 (RQ1)")[1].split("##")[0]
-    assert "Verdict: reproduced" in f1, f1  # the graph+3D stand-in carries more signal by construction
-    assert md.split("F6 (RQ4)")[1].split("##")[0].count("not testable here") == 1
+    summary = md.split("## F1 (RQ1)")[0]  # the page opens with the verdicts, the rules and Table 1 per GDM
+    assert "verdict (cluster folds)" in summary and "random (homology-leaky)" in summary
+    assert "Verdict rules" in summary and "paper, LLaMA-3.1-8B: score" in summary
+    f1 = md.split("## F1 (RQ1)")[1].split("##")[0]
+    if seeds_path(paths, "tiny-1m", "gearnet_edge").exists():  # crossval writes per-seed archives
+        assert "Verdict: reproduced" in f1, f1  # the graph+3D stand-in carries more signal by construction
+    else:  # crossval outputs without the archive: a clear reason, never a crash
+        assert "Verdict: not testable here" in f1 and "rerun crossval" in f1, f1
+    assert "Verdict: not testable here" in md.split("## F6 (RQ4)")[1].split("##")[0]
     html = (paths.reports / "findings.html").read_text()
     assert html.count("data:image/png;base64,") >= 5
     matrix = pd.read_csv(paths.reports / "alignment_matrix.csv")
     assert len(matrix) == 8 and set(matrix["method"]) == {"random", "cluster"}
-    assert pd.read_csv(paths.reports / "table1.csv")["study"].isna().all()  # no study LLM in this run
+    t1 = pd.read_csv(paths.reports / "table1.csv")
+    assert t1["study_same_llm"].isna().all()  # no study LLM in this run ...
+    assert (t1.loc[t1["gdm"] == "gearnet_edge", "paper_llama31-8b"] == 0.3211).all()  # ... the paper's beside
 
 
 def test_crossval_in_worker_processes_equals_in_process(tmp_path):
@@ -185,7 +194,8 @@ def test_llm_size_and_table1():
     assert findings.llm_size("gemma3-270m") == 270e6 and findings.llm_size("nameless") is None
     m = pd.DataFrame([{"gdm": "gearnet_edge", "llm": "llama31-8b", "method": "random", "test_split_score": 0.1,
                        "score": 0.2, "ci_low": 0.1, "ci_high": 0.3}])  # fmt: skip
-    assert findings.table1(m, "random")["study"].tolist() == [0.3211]
+    t1 = findings.table1(m, "random")
+    assert t1["study_same_llm"].tolist() == [0.3211] and t1["paper_gemma2-2b"].tolist() == [0.2958]
 
 
 def test_crossval_scores_the_pairs_own_ids_and_reports_losses(tmp_path, capsys):

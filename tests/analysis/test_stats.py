@@ -214,6 +214,7 @@ def test_stage_tables_batch_the_intervals_exactly():
 
     from params_helpers import default_params
     from protalign.analysis import correlations, properties
+    from protalign.analysis.evidence import Matrix
 
     params = default_params(analysis={"n_boot": 200, "seed": 3})
     rng = np.random.default_rng(5)
@@ -239,13 +240,21 @@ def test_stage_tables_batch_the_intervals_exactly():
         }
     )
     cols = ["length", "n_chains", "name_count", "flat"]
-    table = properties.correlate_properties(props, scores, cols, params)
+    # properties: a hierarchical bootstrap over clusters x head seeds of rho(property, seed-mean rr gain)
+    one_seed = {p: Matrix(v.to_frame(0), pd.Series(ids, index=ids)) for p, v in scores.items()}
+    table = properties.correlate_properties(props, one_seed, cols, params)
     assert len(table) == 16 and table[table["property"] == "flat"]["ci_low"].isna().all()
+    assert (table["ci_level"] == 1 - 0.05 / 4).all()  # Bonferroni-widened over the 4 pairs of one finding
     for _, row in table[table["property"] != "flat"].iterrows():
         sub = props.set_index("id")[[row["property"]]].join(scores[row["pair"]]).dropna()
-        assert row["n"] == len(sub)
-        one = stats.correlation_ci(sub.iloc[:, 0], sub.iloc[:, 1], "spearman", n_boot=200, seed=3)
-        np.testing.assert_allclose([row["ci_low"], row["ci_high"]], [one.low, one.high], rtol=1e-12)
+        assert row["n"] == len(sub) and row["rho"] == stats.correlation(sub.iloc[:, 0], sub.iloc[:, 1])[0]
+        assert row["ci_low"] <= row["rho"] <= row["ci_high"]
+    noisy = {p: Matrix(pd.DataFrame({s: v + rng.normal(size=70) for s in range(4)}), m.clusters)
+             for (p, v), m in zip(scores.items(), one_seed.values(), strict=True)}  # fmt: skip
+    wide = properties.correlate_properties(props, noisy, cols, params).set_index(["pair", "property"])
+    narrow = table.set_index(["pair", "property"])
+    width = lambda t: (t["ci_high"] - t["ci_low"]).loc[("pair0", "length")]  # noqa: E731
+    assert width(wide) > 0 and width(narrow) > 0
 
 
 def test_hierarchical_ci_one_seed_equals_the_cluster_bootstrap_of_the_mean():

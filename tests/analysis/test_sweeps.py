@@ -113,19 +113,20 @@ def _f6(tmp_path, rows) -> list:
     return findings.finding_gdm_dim(default_params(), paths)
 
 
-def _verdict(blocks) -> str:
-    return next(b.content for b in blocks if b.kind == "p" and b.content.startswith("**Verdict"))
+def _verdict(f) -> str:
+    return f.verdict
 
 
-def test_f6_is_judged_per_llm(tmp_path):
+def test_f6_is_one_stratified_test_over_llms(tmp_path):
     dims = [64, 128, 256, 512, 1024, 3072]
     up = [{"dim": d, "llm": llm, "context": "c", "alignment_score": 0.01 * i + off}
           for llm, off in (("a", 0.0), ("b", 0.5)) for i, d in enumerate(dims)]  # fmt: skip
-    assert "reproduced" in _verdict(_f6(tmp_path, up)) and "not" not in _verdict(_f6(tmp_path, up))
+    assert _verdict(_f6(tmp_path, up)) == "reproduced"  # strata = LLMs; 720^2 orders: seeded Monte Carlo
+    assert "Monte Carlo" in _f6(tmp_path, up).deciding
     down = [{**r, "alignment_score": -r["alignment_score"]} for r in up]
-    assert "not reproduced" in _verdict(_f6(tmp_path, down))
-    # one LLM rising, the other falling: the falling series is a significant counter-example
-    assert "not reproduced" in _verdict(_f6(tmp_path, up[:6] + down[6:]))
+    assert _verdict(_f6(tmp_path, down)) == "not reproduced"
+    # one LLM rising, the other falling: the summed statistic is 0, the one test cannot decide
+    assert _verdict(_f6(tmp_path, up[:6] + down[6:])) == "inconclusive"
     two = [r for r in up if r["dim"] in (64, 128)]
     assert "not testable here" in _verdict(_f6(tmp_path, two))
     (tmp_path / "reports" / "sweeps" / "gdm_dim.csv").unlink()

@@ -171,5 +171,6 @@ def test_repro_after_sweeps_refreshes_findings_only(sweep):
     assert "Running stage 'train_structure" not in log and "Running stage 'align" not in log, log[-3000:]
     findings = (sweep.root / "reports" / "findings.md").read_text()
     f6 = findings.split("F6 (RQ4)", 1)[1].split("\n## ", 1)[0]
-    points = len(pd.read_csv(sweep.root / "reports" / "sweeps" / "gdm_dim.csv"))  # 2 queued + the baseline's
-    assert f"no LLM has >= 3 GearNet widths in gdm_dim.csv ({points} point(s))" in f6, f6
+    # gdm8 = [8] and gdm16 = [8, 8] (+ the baseline's [16, 16]) differ in depth: no stratum reaches 6 widths
+    assert "no series varies the width over >= 6 widths at fixed depth" in f6, f6
+    assert "depth 1: 1 width(s)" in f6, f6

@@ -1,6 +1,7 @@
 """`correlate` stage (RQ2): do model pairs agree on which proteins align well?
 
-Per-protein matched cosine (cross-validated, primary split method, seed mean) of every pair on the proteins all
+Per-protein reciprocal-rank gain over the shuffled-pairing control (cross-validated, cluster folds, seed mean;
+matched cosine only for crossval outputs without it, labelled) of every pair on the proteins all
 pairs share; Pearson and Spearman matrices with p-values (corrected over the off-diagonal tests), written as
 reports/correlations/{pearson,spearman}.csv (matrices), pairs.csv (long table with p and CI) and a heatmap.
 """
@@ -13,7 +14,8 @@ import numpy as np
 import pandas as pd
 
 from protalign.analysis import plots, stats
-from protalign.analysis.properties import SCORE, read_cv_scores
+from protalign.analysis.properties import MEASURE, SCORE, gain_matrices, read_cv_scores
+from protalign.analysis.verdicts import VERDICT_METHOD
 from protalign.params import Params
 from protalign.paths import Paths
 from protalign.storage import write_text
@@ -57,13 +59,25 @@ def correlation_tables(
     ]
     long = pd.DataFrame(rows, columns=[c for c in cols if not c.endswith("_p_adjusted")])
     for m in METHODS:
-        long[f"{m}_p_adjusted"] = stats.adjust_pvalues(long[f"{m}_p"].to_numpy(dtype=float), a.correction)
+        long[f"{m}_p_adjusted"] = stats.adjust_pvalues(long[f"{m}_p"].to_numpy(dtype=float), a.verdicts.correction)
     return matrices, long[cols]
 
 
+def per_protein_measure(params: Params, paths: Paths) -> tuple[str, dict[str, pd.Series]]:
+    """(label, pair -> per-protein values): the seed-mean rr gain over the control on the cluster folds when every
+    pair has it, else (older crossval outputs) the seed-mean matched cosine, labelled as such."""
+    method = VERDICT_METHOD if VERDICT_METHOD in params.analysis.methods else params.split.method
+    gains = gain_matrices(params, paths, method)
+    if all(not isinstance(m, str) for m in gains.values()):
+        return MEASURE, {p: pd.Series(np.nanmean(m.values.to_numpy(float), axis=1), index=m.values.index)
+                         for p, m in gains.items()}  # fmt: skip
+    return f"{SCORE} (no rr gain: rerun crossval)", read_cv_scores(params, paths, method)
+
+
 def run(params: Params, paths: Paths) -> pd.DataFrame:
-    scores = read_cv_scores(params, paths, params.split.method)
+    label, scores = per_protein_measure(params, paths)
     matrices, long = correlation_tables(scores, params)
+    long.insert(2, "measure", label)
     out = paths.reports / "correlations"
     for m, matrix in matrices.items():
         write_text(
@@ -75,7 +89,7 @@ def run(params: Params, paths: Paths) -> pd.DataFrame:
     plots.heatmap(
         matrices["pearson"],
         out / "pearson.png",
-        f"Pearson r of per-protein {SCORE} (CV, n={n})",
+        f"Pearson r of per-protein {label} (CV, n={n})",
         "r",
         -1.0,
         1.0,

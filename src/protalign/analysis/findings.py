@@ -1,46 +1,46 @@
-"""`findings` stage: the study's eight findings, each with our evidence, interval and verdict.
+"""`findings` stage: the study's eight findings, each with our evidence, its deciding interval and a verdict.
 
-Reads only stage outputs (CV metrics and per-protein scores, head-depth CV, property correlations, the primary
-split's per-protein tables) plus, when present, the sweep summaries under reports/sweeps/ (written by a command
-outside the DAG). Verdicts: "reproduced" / "not reproduced" only when the intervals say so (Bonferroni-widened
-when several comparisons make one finding), "inconclusive" when they do not, "not testable here" with the reason
-when the run lacks what the finding needs. Writes reports/findings.md, findings.html (plots embedded),
-alignment_matrix.csv (+ heatmaps) and table1.csv (the study's Table 1 beside ours).
+Every verdict is judged on the homology-aware folds (method "cluster"); the random folds are judged the same way
+and shown beside, labelled homology-leaky. F1, F2, F8 compare per-protein reciprocal-rank gains over the
+shuffled-pairing control (per protein x head seed, from the crossval archives); F3-F5 read the property
+correlations (properties stage); F6 the GDM-width sweep (`protalign sweeps`); F7 the head_depth archives. The
+rules are analysis/verdicts.py (params `analysis.verdicts`), printed on the page. A finding the run cannot
+decide is "not testable here" with the reason. The page itself (summary first, details below) is
+findings_page.py.
 """
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
 
 from protalign.analysis import plots, stats
+from protalign.analysis import verdicts as V
+from protalign.analysis.evidence import GAIN, Archive
+from protalign.analysis.findings_page import (  # noqa: F401  (STUDY_*: re-exported)
+    GDM_FAMILY,
+    LEAKY_LABEL,
+    STUDY_LLMS,
+    STUDY_TABLE1,
+    Finding,
+    alignment_matrix,
+    page,
+    table1,
+    table1_beside,
+)
 from protalign.analysis.findings_render import Block, render_html, render_md
-from protalign.analysis.properties import read_cv_scores
 from protalign.analysis.report import pairs
 from protalign.params import Params
 from protalign.paths import Paths, pair_id
 from protalign.storage import read_json, write_text
 
-# Table 1 of the study (alignment score, test split): GDM family -> (Gemma2-2B, LLaMA-3.1-8B, LLaMA-3.1-70B)
-STUDY_LLMS = ("gemma2-2b", "llama31-8b", "llama31-70b")
-STUDY_TABLE1 = {
-    "GearNet": (0.2958, 0.3211, 0.3515),
-    "GAT": (-0.0533, -0.0700, -0.0610),
-    "GVP": (0.0774, 0.0965, 0.1408),
-    "ScanNet": (0.3223, 0.3375, 0.3856),
-}
-GDM_FAMILY = {
-    "gearnet_edge": "GearNet",
-    "gearnet": "GearNet",
-    "gat": "GAT",
-    "gvp": "GVP",
-    "scannet": "ScanNet",
-}
 GRAPH_AND_3D = {"GearNet", "ScanNet"}  # the study's "graph + 3D structure" GDMs
 FINETUNED = re.compile(r"^(?P<base>.+?)[-_+](ft|lora|finetuned)$")
-NULL_BAND = 0.3  # |rho| the CI must stay within for a "no effect" finding to count as reproduced
+Judged = tuple[str, str, list[Block]]  # verdict, deciding interval (or the reason), evidence blocks
 
 
 def llm_size(name: str) -> float | None:
@@ -49,322 +49,269 @@ def llm_size(name: str) -> float | None:
     return float(m.group(1)) * (1e6 if m.group(2) == "m" else 1e9) if m else None
 
 
-def _diff_verdict(intervals: list[stats.Interval], expect_positive: bool = True) -> str:
-    if not intervals:
-        return "not testable here"
-    sign = 1 if expect_positive else -1
-    if all(sign * iv.low > 0 for iv in intervals):
-        return "reproduced"
-    if any(sign * iv.high < 0 for iv in intervals):
-        return "not reproduced"
-    return "inconclusive"
+def judge(fn: Callable[[str], Judged], method: str) -> Judged:
+    try:
+        return fn(method)
+    except V.NotTestable as why:
+        return V.NOT_TESTABLE, str(why), []
 
 
-def _compare(wide: pd.DataFrame, better: str, worse: str, params: Params, m: int) -> stats.Interval:
-    a = params.analysis
-    ci = stats.bonferroni_ci(a.ci, m)
-    return stats.paired_difference_ci(wide[better], wide[worse], n_boot=a.n_boot, ci=ci, seed=a.seed)
+def finding(params: Params, key: str, rq: str, claim: str, fn: Callable[[str], Judged], leaky: str = ""):
+    """Judge `fn` on the cluster folds and, unless `leaky` says why not, on the random folds beside it."""
+    methods = params.analysis.methods
+    if V.VERDICT_METHOD in methods:
+        verdict, deciding, body = judge(fn, V.VERDICT_METHOD)
+    else:
+        verdict, deciding, body = V.NOT_TESTABLE, "analysis.methods lacks 'cluster' (verdicts need it)", []
+    side = leaky or "— (analysis.methods lacks 'random')"
+    if not leaky and V.LEAKY_METHOD in methods:
+        v, d, _ = judge(fn, V.LEAKY_METHOD)
+        side = v if v == verdict == V.NOT_TESTABLE else f"{v}: {d}"
+    return Finding(key, rq, claim, verdict, deciding, body, side)
 
 
-def _comparisons(params: Params, wide: pd.DataFrame, todo: list[tuple[str, str]]) -> tuple[list, list[dict]]:
+def compare_pairs(params: Params, arch: Archive, method: str, todo: list[tuple[tuple, tuple]]) -> Judged:
+    """Effect finding over paired comparisons (better pair, worse pair) of per-protein rr gain over control."""
+    if not todo:
+        raise V.NotTestable("no comparison")
+    rules, a = V.Rules.of(params), params.analysis
+    level = rules.level(len(todo))
     ivs, rows = [], []
     for better, worse in todo:
-        iv = _compare(wide, better, worse, params, len(todo))
+        diff = arch.matrix(*better, method, GAIN).minus(arch.matrix(*worse, method, GAIN))
+        iv = diff.interval(level, a.n_boot, a.seed)
         ivs.append(iv)
-        rows.append({"expected better": better, "than": worse, "mean difference [CI]": iv.fmt(4), "n": iv.n})
-    return ivs, rows
+        rows.append({"expected better": pair_id(*better), "than": pair_id(*worse),
+                     "rr-gain difference [CI]": iv.fmt(4), "level": round(level, 4), "proteins": iv.n,
+                     "units": iv.n_units, "seeds": diff.values.shape[1],
+                     "comparison": V.effect_one(iv, rules.min_effect)})  # fmt: skip
+    verdict, k = V.judge_effect(ivs, rules.min_effect)
+    deciding = f"{rows[k]['expected better']} - {rows[k]['than']}: {ivs[k].fmt(4)} ({level:.4g} CI)"
+    return verdict, deciding, [Block("table", pd.DataFrame(rows))]
 
 
-def finding_gdm_kind(params: Params, wide: pd.DataFrame) -> list[Block]:
-    claim = (
-        "F1 (RQ1): GDMs with both graph and 3D information (GearNet, ScanNet) align better than GAT and GVP."
-    )
-    todo = []
-    for llm in params.pair_llms():
-        fam = {g: GDM_FAMILY.get(g) for g in params.structure.gdms}
-        good = [g for g, f in fam.items() if f in GRAPH_AND_3D]
-        rest = [g for g, f in fam.items() if f and f not in GRAPH_AND_3D]
-        todo += [(pair_id(llm, g), pair_id(llm, o)) for g in good for o in rest]
-    if not todo:
-        return _untestable(
-            claim, f"needs a graph+3D GDM and another GDM; params have {list(params.structure.gdms)}"
-        )
-    ivs, rows = _comparisons(params, wide, todo)
-    return _section(claim, _diff_verdict(ivs), [Block("table", pd.DataFrame(rows))])
+def gdm_kind_todo(params: Params) -> list[tuple[tuple, tuple]]:
+    fam = {g: GDM_FAMILY.get(g) for g in params.structure.gdms}
+    good = [g for g, f in fam.items() if f in GRAPH_AND_3D]
+    rest = [g for g, f in fam.items() if f and f not in GRAPH_AND_3D]
+    return [((llm, g), (llm, o)) for llm in params.pair_llms() for g in good for o in rest]
 
 
-def finding_llm_size(params: Params, wide: pd.DataFrame) -> list[Block]:
-    claim = "F2 (RQ1): larger LLMs align better."
-    base = [m for m in params.pair_llms() if not FINETUNED.match(m) and llm_size(m) is not None]
-    ordered = sorted(base, key=llm_size)
-    todo = [
-        (pair_id(big, g), pair_id(small, g))
-        for g in params.structure.gdms
-        for small, big in zip(ordered[:-1], ordered[1:], strict=True)
-        if llm_size(big) > llm_size(small)
-    ]
-    if not todo:
-        return _untestable(
-            claim, f"needs >= 2 base LLMs of different sizes; params have {list(params.pair_llms())}"
-        )
-    ivs, rows = _comparisons(params, wide, todo)
-    return _section(claim, _diff_verdict(ivs), [Block("table", pd.DataFrame(rows))])
+def llm_size_todo(params: Params) -> list[tuple[tuple, tuple]]:
+    base = sorted((m for m in params.pair_llms() if not FINETUNED.match(m) and llm_size(m)), key=llm_size)
+    return [((big, g), (small, g)) for g in params.structure.gdms
+            for small, big in zip(base[:-1], base[1:], strict=True) if llm_size(big) > llm_size(small)]  # fmt: skip
 
 
-def _property_finding(claim: str, corr: pd.DataFrame, prop: str, effect: bool, params: Params) -> list[Block]:
+def finetune_todo(params: Params) -> list[tuple[tuple, tuple]]:
+    llms = params.pair_llms()
+    tuned = [(m, FINETUNED.match(m).group("base")) for m in llms if FINETUNED.match(m)]
+    return [((t, g), (b, g)) for t, b in tuned if b in llms for g in params.structure.gdms]
+
+
+def finding_gdm_kind(params: Params, arch: Archive) -> Finding:
+    todo = gdm_kind_todo(params)
+
+    def fn(method: str) -> Judged:
+        if not todo:
+            raise V.NotTestable(f"needs a graph+3D GDM and another GDM; params have {list(params.structure.gdms)}")
+        return compare_pairs(params, arch, method, todo)
+
+    claim = "GDMs with both graph and 3D information (GearNet, ScanNet) align better than GAT and GVP"
+    return finding(params, "F1", "RQ1", claim, fn)
+
+
+def finding_llm_size(params: Params, arch: Archive) -> Finding:
+    todo = llm_size_todo(params)
+
+    def fn(method: str) -> Judged:
+        if not todo:
+            raise V.NotTestable(f"needs >= 2 base LLMs of different sizes; params have {list(params.pair_llms())}")
+        return compare_pairs(params, arch, method, todo)
+
+    return finding(params, "F2", "RQ1", "larger LLMs align better", fn)
+
+
+def finding_finetune(params: Params, arch: Archive) -> Finding:
+    todo = finetune_todo(params)
+
+    def fn(method: str) -> Judged:
+        if not todo:
+            raise V.NotTestable(
+                "no fine-tuned LLM paired beside its base: add '<base>+lora' (finetune stage) or '<base>-ft' to "
+                "align.llms so crossval scores it on the same folds")
+        return compare_pairs(params, arch, method, todo)
+
+    return finding(params, "F8", "RQ6", "fine-tuning the LLM on protein text improves alignment", fn)
+
+
+def property_judged(corr: pd.DataFrame, prop: str, effect: bool, rules: V.Rules) -> Judged:
+    """F3/F4/F5 from the properties stage's correlations (rho of the property with the per-protein rr gain)."""
     sub = corr[corr["property"] == prop]
-    if sub.empty or sub["rho"].isna().all():
-        return _untestable(claim, f"'{prop}' does not vary over the scored proteins (or is missing)")
-    sig = sub["p_adjusted"] < 1 - params.analysis.ci
-    if effect:  # common proteins (high count) align better: rho > 0
-        verdict = (
-            "reproduced"
-            if ((sub["rho"] > 0) & sig).all()
-            else (
-                "not reproduced"
-                if ((sub["rho"] < 0) & sig).any() or (sub["ci_high"].abs() < 0.1).all()
-                else "inconclusive"
-            )
-        )
-    else:
-        within = (sub["ci_low"] > -NULL_BAND) & (sub["ci_high"] < NULL_BAND)
-        verdict = (
-            "not reproduced" if sig.any() else ("reproduced" if (within & ~sig).all() else "inconclusive")
-        )
-    table = sub[["pair", "n", "rho", "ci_low", "ci_high", "p", "p_adjusted"]].round(4)
-    return _section(claim, verdict, [Block("table", table), Block("img", "properties/properties.png")])
+    if sub.empty:
+        raise V.NotTestable(f"no '{prop}' rows in reports/properties/correlations.csv")
+    ok = sub[sub["rho"].notna() & sub["ci_low"].notna() & sub["ci_high"].notna()]
+    if ok.empty:
+        notes = list(sub["note"].dropna().unique()) if "note" in sub else []
+        if notes:
+            more = f" (and {len(notes) - 1} more pair(s) alike)" if len(notes) > 1 else ""
+            raise V.NotTestable(f"{notes[0]}{more}")
+        raise V.NotTestable(f"'{prop}' does not vary over the scored proteins")
+    ivs = [stats.Interval(r.rho, r.ci_low, r.ci_high, r.ci_level, int(r.n), int(r.n_units))
+           for r in ok.itertuples(index=False)]  # fmt: skip
+    verdict, k = (V.judge_effect(ivs, rules.band_rho) if effect else V.judge_null(ivs, rules.band_rho))
+    row = ok.iloc[k]
+    deciding = f"{row['pair']}: rho {ivs[k].fmt(3)} ({row['ci_level']:.4g} CI)"
+    cols = [c for c in ("pair", "property", "measure", "n", "n_units", "n_seeds", "rho", "ci_low", "ci_high",
+                        "ci_level", "p", "p_adjusted") if c in sub]  # fmt: skip
+    return verdict, deciding, [Block("table", sub[cols].round(4))]
 
 
-def finding_depth(params: Params, paths: Paths) -> list[Block]:
-    claim = "F7 (RQ5): a two-layer structure head aligns best (better than one or three layers)."
-    depths = list(params.analysis.depths)
-    if 2 not in depths or len(depths) < 2:
-        return _untestable(claim, f"analysis.depths {depths} must include 2 and another depth")
-    rows, ivs = [], []
-    m = len(pairs(params)) * (len(depths) - 1)
-    for llm, gdm in pairs(params):
-        per = {d: pd.read_csv(paths.cv_per_protein(llm, gdm, f"L{d}"), dtype={"id": str}).set_index("id")["score"]
-               for d in depths}  # fmt: skip
-        wide = pd.concat(per, axis=1, join="inner")
-        for d in depths:
-            if d != 2:
-                iv = _compare(wide, 2, d, params, m)
-                ivs.append(iv)
-                rows.append(
-                    {
-                        "pair": pair_id(llm, gdm),
-                        "2 layers minus": f"{d} layer(s)",
-                        "difference [CI]": iv.fmt(4),
-                    }
-                )
-    return _section(
-        claim, _diff_verdict(ivs), [Block("table", pd.DataFrame(rows)), Block("img", "depth.png")]
-    )
+def finding_properties(params: Params, corr: pd.DataFrame) -> list[Finding]:
+    rules = V.Rules.of(params)
+    size = f"cluster_{round(params.split.cluster_identity * 100)}_size"
+    out = []
+    for key, claim, prop, effect in (
+        ("F3", "sequence length does not affect alignment", "length", False),
+        ("F4", "rare proteins align worse (rarity = MMseqs2 cluster size)", size, True),
+        ("F5", "the number of chains does not affect alignment", "n_chains", False),
+    ):
+        f = finding(params, key, "RQ3", claim, lambda m, p=prop, e=effect: property_judged(corr, p, e, rules),
+                    leaky="— (the properties stage correlates the cluster folds only)")  # fmt: skip
+        if key == "F4":  # the study's own measure, shown as a second, labelled one (not judged: names leak)
+            names = corr[corr["property"] == "name_count"]
+            f.body.append(Block("p", "Second measure, not judged (the molecule name is itself a look-up "
+                                     "shortcut): rarity = entries sharing the cleaned molecule name."))
+            f.body.append(Block("table", names.drop(columns=["correction"], errors="ignore").round(4)))
+        f.body.append(Block("img", "properties/properties.png"))
+        out.append(f)
+    return out
 
 
-def finding_finetune(params: Params, paths: Paths) -> list[Block]:
-    claim = (
-        "F8 (RQ6): fine-tuning the LLM on protein text improves alignment (judged on the primary test split)."
-    )
-    named = [(m, FINETUNED.match(m).group("base")) for m in params.pair_llms() if FINETUNED.match(m)]
-    lora = [
-        (f"{b}+lora", b) for b in getattr(getattr(params, "finetune", None), "llms", ())
-    ]  # finetune stage
-    tuned = [
-        (t, b)
-        for t, b in dict.fromkeys(named + lora)
-        if b in params.pair_llms()
-        and all(
-            (paths.root / "reports" / "per_protein" / f"{pair_id(t, g)}.csv").exists()
-            for g in params.structure.gdms
-        )
-    ]
-    if not tuned:
-        return _untestable(
-            claim,
-            "no fine-tuned LLM with evaluated pairs beside its base: add '<base>+lora' (finetune stage) or "
-            "'<base>-ft' to embed_text.llms so align/evaluate score it on the primary test split",
-        )
-    todo = [(pair_id(t, g), pair_id(b, g)) for t, b in tuned for g in params.structure.gdms]
-    per = {p: pd.read_csv(paths.root / "reports" / "per_protein" / f"{p}.csv", dtype={"id": str}).set_index("id")
-           ["matched_cosine"] for p in {x for pr in todo for x in pr}}  # fmt: skip
-    ivs, rows = _comparisons(params, pd.concat(per, axis=1, join="inner"), todo)
-    return _section(claim, _diff_verdict(ivs), [Block("p", "Per-protein matched cosine, primary test split."),
-                                                Block("table", pd.DataFrame(rows))])  # fmt: skip
+def gdm_dim_strata(table: pd.DataFrame, min_widths: int = V.MIN_WIDTHS):
+    """(score column, kept strata [(label, widths, scores)], skipped labels): series = LLM x sweep context x
+    GearNet depth (len(hidden_dims)), so width varies at fixed depth; a stratum needs >= min_widths widths."""
+    score = "headline_gain" if "headline_gain" in table and table["headline_gain"].notna().all() else "alignment_score"
+    depth = table["hidden_dims"].map(lambda s: len(json.loads(s))) if "hidden_dims" in table else 0
+    ctx = table["context"] if "context" in table else ""
+    frame = table.assign(_depth=depth, _ctx=ctx)
+    kept, skipped = [], []
+    for (llm, c, d), grp in frame.groupby(["llm", "_ctx", "_depth"], sort=True):
+        label = f"{llm} [{c}] depth {d}"
+        if grp["dim"].nunique() >= min_widths:
+            kept.append((label, np.log(grp["dim"].to_numpy(float)), grp[score].to_numpy(float)))
+        else:
+            skipped.append(f"{label}: {grp['dim'].nunique()} width(s)")
+    return score, kept, skipped
 
 
-def finding_gdm_dim(params: Params, paths: Paths) -> list[Block]:
-    """Judged PER LLM: each LLM's scores are on their own scale, so pooling would mix widths with text models.
-
-    A series is one LLM under otherwise identical params (`context` of gdm_dim.csv); each series with >= 3 widths
-    gets a Spearman test, corrected across series (analysis.correction).
-    """
-    claim = "F6 (RQ4): a wider GDM embedding (retrained GearNet) aligns better."
+def finding_gdm_dim(params: Params, paths: Paths) -> Finding:
     sweep = paths.reports / "sweeps" / "gdm_dim.csv"
-    if not sweep.exists():
-        return _untestable(
-            claim,
-            f"{sweep.relative_to(paths.root)} is absent: the GDM-dimension sweep retrains "
-            "GearNet, so it runs as queued experiments summarised by `protalign sweeps` "
-            "(README, 'Experiments and findings')",
-        )
-    table = pd.read_csv(sweep)
-    keys = ["llm", "context"] if "context" in table else ["llm"]
+
+    def fn(_method: str) -> Judged:
+        if not sweep.exists():
+            raise V.NotTestable(f"{sweep.relative_to(paths.root)} is absent: the GDM-width sweep retrains GearNet, "
+                                "so it runs as queued experiments summarised by `protalign sweeps`")
+        table = pd.read_csv(sweep)
+        score, kept, skipped = gdm_dim_strata(table)
+        if not kept:
+            raise V.NotTestable(f"no series varies the width over >= {V.MIN_WIDTHS} widths at fixed depth "
+                                f"({'; '.join(skipped) or 'no points'})")
+        res = V.stratified_permutation_test([(x, y) for _, x, y in kept], seed=params.analysis.seed)
+        verdict = V.judge_permutation(res, params.analysis.verdicts.alpha)
+        how = (f"exact over all {res.n_permutations} within-stratum permutations" if res.exact
+               else f"Monte Carlo, {res.n_permutations} seeded permutations")  # fmt: skip
+        deciding = (f"sum of Spearman rho(log width, {score}) over {len(kept)} stratum/strata = "
+                    f"{res.statistic:.3f}, one-sided p(increase) {res.p_increase:.4g}, "
+                    f"p(decrease) {res.p_decrease:.4g} ({how})")
+        note = f"Strata: {', '.join(k for k, _, _ in kept)}" + (f"; left out: {'; '.join(skipped)}" if skipped else "")
+        body = [Block("p", note), Block("table", table)]
+        if (paths.reports / "sweeps" / "gdm_dim.png").exists():
+            body.append(Block("img", "sweeps/gdm_dim.png"))
+        return verdict, deciding, body
+
+    claim = "a wider GDM embedding (retrained GearNet) aligns better"
+    return finding(params, "F6", "RQ4", claim, fn, leaky="— (a test-split sweep: no folds)")
+
+
+def finding_depth(params: Params, arch: Archive, pairs: list[tuple[str, str]]) -> Finding:
+    rules, a = V.Rules.of(params), params.analysis
+
+    def fn(method: str) -> Judged:
+        depths = set(a.depths)
+        if not {1, 2, 3} <= depths:
+            raise V.NotTestable(f"diminishing returns need head depths 1, 2 and 3; analysis.depths is {sorted(depths)}")
+        level = rules.level(2 * len(pairs))
+        rows, per_pair = [], []
+        for llm, gdm in pairs:
+            (m1, label), (m2, _), (m3, _) = (arch.depth_matrix(llm, gdm, method, d) for d in (1, 2, 3))
+            g2 = m2.minus(m1).interval(level, a.n_boot, a.seed)
+            g3 = m3.minus(m2).interval(level, a.n_boot, a.seed)
+            per_pair.append((g2, g3))
+            rows.append({"pair": pair_id(llm, gdm), "measure": label, "L2 - L1 [CI]": g2.fmt(4),
+                         "L3 - L2 [CI]": g3.fmt(4), "level": round(level, 4),
+                         "pair verdict": V.diminishing_one(g2, g3, rules.min_effect)})  # fmt: skip
+        verdict = V.judge_diminishing(per_pair, rules.min_effect)
+        pick = next((r for r in rows if r["pair verdict"] == verdict), rows[0])
+        deciding = f"{pick['pair']}: L2 - L1 {pick['L2 - L1 [CI]']}, L3 - L2 {pick['L3 - L2 [CI]']}"
+        return verdict, deciding, [Block("table", pd.DataFrame(rows)), Block("img", "depth.png")]
+
+    claim = "a two-layer structure head aligns best (diminishing returns beyond two layers)"
+    return finding(params, "F7", "RQ5", claim, fn)
+
+
+def _depth_table(params: Params, paths: Paths, pairs: list[tuple[str, str]]) -> pd.DataFrame:
     rows = []
-    for key, grp in table.groupby(keys, sort=True):
-        key = key if isinstance(key, tuple) else (key,)
-        n_dims = grp["dim"].nunique()
-        rho, p = (
-            stats.correlation(grp["dim"], grp["alignment_score"], "spearman")
-            if n_dims >= 3
-            else (np.nan,) * 2
-        )
-        rows.append({**dict(zip(keys, key, strict=True)), "points": len(grp), "widths": n_dims,
-                     "rho": rho, "p": p})  # fmt: skip
-    res = pd.DataFrame(rows)
-    res["p_adjusted"] = stats.adjust_pvalues(res["p"], params.analysis.correction)
-    tested = res[res["widths"] >= 3]
-    if tested.empty:
-        return _untestable(claim, f"no LLM has >= 3 GearNet widths in {sweep.name} ({len(table)} point(s))")
-    alpha = 1 - params.analysis.ci
-    sig = tested["p_adjusted"] < alpha
-    verdict = (
-        "reproduced"
-        if ((tested["rho"] > 0) & sig).all()
-        else ("not reproduced" if ((tested["rho"] < 0) & sig).any() else "inconclusive")
-    )
-    note = (f"Judged per LLM (series: one LLM, all other params equal), Spearman rho(width, test-split alignment "
-            f"score), {params.analysis.correction}-corrected across {len(tested)} series; sweep points from "
-            "`protalign sweeps` (reports/sweeps/README.md names the experiments).")  # fmt: skip
-    body = [Block("p", note), Block("table", res.round(4)), Block("table", table)]
-    if (paths.reports / "sweeps" / "gdm_dim.png").exists():
-        body.append(Block("img", "sweeps/gdm_dim.png"))
-    return _section(claim, verdict, body)
-
-
-def _section(claim: str, verdict: str, body: list[Block]) -> list[Block]:
-    return [Block("h2", claim), Block("p", f"**Verdict: {verdict}.**"), *body]
-
-
-def _untestable(claim: str, why: str) -> list[Block]:
-    return _section(claim, "not testable here", [Block("p", why)])
-
-
-def alignment_matrix(params: Params, paths: Paths, cv: dict[str, dict]) -> pd.DataFrame:
-    rows = []
-    for llm, gdm in pairs(params):
-        test = read_json(paths.metrics(llm, gdm)) if paths.metrics(llm, gdm).exists() else {}
-        for method, m in cv[pair_id(llm, gdm)]["methods"].items():
-            s, b = m["alignment_score"], m["baseline_alignment_score"]
-            rows.append({"gdm": gdm, "llm": llm, "method": method, "score": s["estimate"], "ci_low": s["ci_low"],
-                         "ci_high": s["ci_high"], "seed_sd": m["score_seed_sd"], "baseline": b["estimate"],
-                         "test_split_score": test.get("alignment_score", np.nan), "n": s["n"]})  # fmt: skip
+    for llm, gdm in pairs:
+        for d in params.analysis.depths:
+            methods = read_json(paths.cv_metrics(llm, gdm, f"L{d}"))["methods"]
+            method = V.VERDICT_METHOD if V.VERDICT_METHOD in methods else next(iter(methods))
+            s = methods[method]["alignment_score"]
+            rows.append({"pair": pair_id(llm, gdm), "layers": d, "method": method, "score": s["estimate"],
+                         "ci_low": s["ci_low"], "ci_high": s["ci_high"]})  # fmt: skip
     return pd.DataFrame(rows)
 
 
-def table1(matrix: pd.DataFrame, method: str) -> pd.DataFrame:
-    rows = []
-    for _, r in matrix[matrix["method"] == method].iterrows():
-        fam = GDM_FAMILY.get(r["gdm"])
-        study = STUDY_TABLE1[fam][STUDY_LLMS.index(r["llm"])] if fam and r["llm"] in STUDY_LLMS else np.nan
-        rows.append({"gdm": r["gdm"], "llm": r["llm"], "study": study, "ours_test_split": r["test_split_score"],
-                     "ours_cv": r["score"], "ours_cv_ci": f"[{r['ci_low']:.4f}, {r['ci_high']:.4f}]"})  # fmt: skip
-    return pd.DataFrame(rows)
+def _rq2(paths: Paths) -> list[Block]:
+    table = pd.read_csv(paths.reports / "correlations" / "pairs.csv")
+    head = Block("h2", "RQ2: per-protein agreement between pairs")
+    if table.empty:
+        return [head, Block("p", "One pair only: no correlation between pairs to report.")]
+    cols = [c for c in ("pair_a", "pair_b", "measure", "n", "pearson", "pearson_ci_low", "pearson_ci_high",
+                        "pearson_p_adjusted", "spearman") if c in table]  # fmt: skip
+    return [head, Block("table", table[cols].round(4)), Block("img", "correlations/pearson.png")]
 
 
 def run(params: Params, paths: Paths) -> list[Block]:
     out = paths.reports
-    cv = {pair_id(llm, gdm): read_json(paths.cv_metrics(llm, gdm)) for llm, gdm in pairs(params)}
-    primary = params.split.method
+    prs = pairs(params)
+    cv = {pair_id(llm, gdm): read_json(paths.cv_metrics(llm, gdm)) for llm, gdm in prs}
+    method = V.VERDICT_METHOD if V.VERDICT_METHOD in params.analysis.methods else params.analysis.methods[0]
     matrix = alignment_matrix(params, paths, cv)
-    write_text(
-        out / "alignment_matrix.csv", matrix.to_csv(index=False, float_format="%.6f", lineterminator="\n")
-    )
-    prim = matrix[matrix["method"] == primary]
+    write_text(out / "alignment_matrix.csv", matrix.to_csv(index=False, float_format="%.6f", lineterminator="\n"))
+    prim = matrix[matrix["method"] == method]
     for col, name in (("score", "alignment_matrix.png"), ("baseline", "alignment_matrix_baseline.png")):
         grid = prim.pivot(index="gdm", columns="llm", values=col).reindex(
-            index=list(params.structure.gdms), columns=list(params.pair_llms())
-        )
-        plots.heatmap(grid, out / name, f"{'trained' if col == 'score' else 'untrained'} heads, CV ({primary})",
+            index=list(params.structure.gdms), columns=list(params.pair_llms()))
+        plots.heatmap(grid, out / name, f"{'trained' if col == 'score' else 'untrained'} heads, CV ({method})",
                       "alignment score")  # fmt: skip
-    t1 = table1(matrix, primary)
-    write_text(out / "table1.csv", t1.to_csv(index=False, float_format="%.4f", lineterminator="\n"))
-    depth = []
-    for llm, gdm in pairs(params):
-        for d in params.analysis.depths:
-            s = read_json(paths.cv_metrics(llm, gdm, f"L{d}"))["methods"][primary]["alignment_score"]
-            depth.append({"pair": pair_id(llm, gdm), "layers": d, "score": s["estimate"], "ci_low": s["ci_low"],
-                          "ci_high": s["ci_high"]})  # fmt: skip
-    depth_table = pd.DataFrame(depth)
-    write_text(out / "depth.csv", depth_table.to_csv(index=False, float_format="%.6f", lineterminator="\n"))
-    plots.depth_lines(depth_table, out / "depth.png")
-
-    wide = pd.concat(read_cv_scores(params, paths, primary, column="score"), axis=1, join="inner")
+    write_text(out / "table1.csv", table1(matrix, method).to_csv(index=False, float_format="%.4f",
+                                                                  lineterminator="\n"))  # fmt: skip
+    depth = _depth_table(params, paths, prs)
+    write_text(out / "depth.csv", depth.to_csv(index=False, float_format="%.6f", lineterminator="\n"))
+    plots.depth_lines(depth, out / "depth.png")
+    arch = Archive(paths)
     corr = pd.read_csv(out / "properties" / "correlations.csv")
-    n = len(wide)
-    blocks = [
-        Block("h1", "Findings: LLM x GDM alignment"),
-        Block(
-            "p",
-            f"{len(pairs(params))} pair(s) ({', '.join(params.pair_llms())} x "
-            f"{', '.join(params.structure.gdms)}); pairs are compared on the {n} proteins every pair scored (each "
-            f"pair's own count and losses: `n_proteins`, `n_lost` in metrics/cv); {params.analysis.folds}"
-            f"-fold cross-validation of the heads (folds by `{primary}`; also {list(params.analysis.methods)}), "
-            f"seeds {list(params.analysis.seeds)}, {params.analysis.ci:.0%} bootstrap intervals over "
-            f"proteins (over MMseqs2 clusters under the cluster method), {params.analysis.correction} "
-            "correction across tests. Few proteins give wide intervals: then the verdict is 'inconclusive'.",
-        ),
-        Block("h2", "Alignment matrix (CV) and the study's Table 1"),
-        Block("table", matrix.round(4)),
-        Block("img", "alignment_matrix.png"),
-        Block("img", "alignment_matrix_baseline.png"),
-        Block("table", t1.round(4)),
-        Block(
-            "p",
-            "The study's numbers come from Gemma2-2B / LLaMA-3.1-8B / LLaMA-3.1-70B on 20,000 entries; a "
-            "blank 'study' cell means the study had no such pair. Scaled down here: see params.yaml "
-            "(model sizes, GDM widths, epochs, corpus size).",
-        ),
-        *finding_gdm_kind(params, wide),
-        *finding_llm_size(params, wide),
-        Block("h2", "RQ2: per-protein agreement between pairs"),
-        *_rq2(paths),
-        *_property_finding(
-            "F3 (RQ3): sequence length does not affect alignment.", corr, "length", False, params
-        ),
-        *_property_finding(
-            "F4 (RQ3): rare proteins align worse (rarity = entries sharing the cleaned molecule "
-            "name; MMseqs2 cluster sizes in the properties table).",
-            corr,
-            "name_count",
-            True,
-            params,
-        ),
-        *_property_finding(
-            "F5 (RQ3): the number of chains does not affect alignment.", corr, "n_chains", False, params
-        ),  # fmt: skip
-        *finding_gdm_dim(params, paths),
-        *finding_depth(params, paths),
-        *finding_finetune(params, paths),
-    ]
+    f3, f4, f5 = finding_properties(params, corr)
+    found = [finding_gdm_kind(params, arch), finding_llm_size(params, arch), f3, f4, f5,
+             finding_gdm_dim(params, paths), finding_depth(params, arch, prs), finding_finetune(params, arch)]
+    shown = matrix.assign(method=matrix["method"].replace({V.LEAKY_METHOD: LEAKY_LABEL}))
+    details = [*_rq2(paths), Block("h2", "Alignment matrix (CV, study score) and Table 1 per pair"),
+               Block("table", shown.round(4)), Block("img", "alignment_matrix.png"),
+               Block("img", "alignment_matrix_baseline.png"), Block("table", table1(matrix, method).round(4)),
+               Block("p", "Scaled down here: see params.yaml (model sizes, GDM widths, epochs, corpus size).")]
+    n = min((m["methods"][method]["n_proteins"] for m in cv.values() if method in m["methods"]), default=0)
+    blocks = page(params, found, table1_beside(params, cv, method), details, n)
     write_text(out / "findings.md", render_md(blocks))
     write_text(out / "findings.html", render_html(blocks, out))
     return blocks
-
-
-def _rq2(paths: Paths) -> list[Block]:
-    long = paths.reports / "correlations" / "pairs.csv"
-    table = pd.read_csv(long)
-    if table.empty:
-        return [Block("p", "One pair only: no correlation between pairs to report.")]
-    cols = [
-        "pair_a",
-        "pair_b",
-        "n",
-        "pearson",
-        "pearson_ci_low",
-        "pearson_ci_high",
-        "pearson_p_adjusted",
-        "spearman",
-    ]
-    return [Block("table", table[cols].round(4)), Block("img", "correlations/pearson.png")]

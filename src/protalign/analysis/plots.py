@@ -64,7 +64,7 @@ def matched_cosine_hist(values: Mapping[tuple[str, str], np.ndarray], path: str 
 
 
 def property_bins(bins: pd.DataFrame, columns: list[str], path: str | Path) -> None:
-    """One panel per property: mean per-protein score per quantile bin (error bars: SEM), one line per pair."""
+    """One panel per property: mean per-protein rr gain per quantile bin (error bars: SEM), one line per pair."""
     fig, axes = plt.subplots(1, len(columns), figsize=(3.2 * len(columns), 3.4), squeeze=False)
     for ax, col in zip(axes[0], columns, strict=True):
         sub = bins[bins["property"] == col]
@@ -74,7 +74,7 @@ def property_bins(bins: pd.DataFrame, columns: list[str], path: str | Path) -> N
         ax.set_title(col, fontsize=9)
         ax.set_xlabel("quantile bin (low -> high)", fontsize=8)
         ax.tick_params(labelsize=7)
-    axes[0][0].set_ylabel("matched cosine (CV)", fontsize=8)
+    axes[0][0].set_ylabel("rr gain over control (CV)", fontsize=8)
     handles, labels = axes[0][0].get_legend_handles_labels()
     if handles:
         axes[0][0].legend(handles, labels, fontsize=6, loc="best")
