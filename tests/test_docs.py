@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
 DOC_PAGES = [README, *sorted((REPO / "docs").glob("*.md"))]
 EXPECTED_BLOCKS = {
-    ("summary", "reports/summary.json"),  # the default run: `protalign show`'s table
+    ("summary_matrix", "reports/summary.json"),  # the default run: `protalign show`'s numbers, GDM x LLM
     ("alignment", "reports/study/reports/alignment.csv"),
     ("verdicts", "reports/study/reports/findings.md"),
 }

@@ -4,7 +4,8 @@ Two targets:
 - README.md: blocks between ``<!-- BEGIN generated: KIND SOURCE -->`` and ``<!-- END generated -->`` are
   re-rendered from SOURCE (a path relative to the repository root). Kinds: ``alignment`` (a ``report`` stage's
   alignment.csv plus the pair JSONs in the sibling ``metrics/`` folder), ``verdicts`` (a findings.md) and
-  ``summary`` (a ``summarize_run`` stage's summary.json: the table ``protalign show`` prints).
+  ``summary`` (a ``summarize_run`` stage's summary.json: the table ``protalign show`` prints) and
+  ``summary_matrix`` (the same as a GDM x LLM matrix).
 - docs/BENCHMARKS.md: rendered whole from docs/benchmarks/*.json (measurements with their provenance).
 
 ``python -m protalign.docs_render`` rewrites both; ``--check`` only reports stale files (exit status 1).
@@ -127,7 +128,24 @@ def render_summary(root: Path, src: str) -> list[str]:
     return lines + ["", f"Source: `{src}` (`protalign show`)."]
 
 
-RENDERERS = {"alignment": render_alignment, "verdicts": render_verdicts, "summary": render_summary}
+def render_summary_matrix(root: Path, src: str) -> list[str]:
+    """The same summary as a GDM x LLM matrix (stays short however many pairs a run has)."""
+    path = root / src
+    if not path.is_file():
+        raise DocsError(f"{src}: no such file (run the pipeline, or fix the marker)")
+    try:
+        lines = run_summary.render_matrix(json.loads(path.read_text()))
+    except (ValueError, KeyError, TypeError) as e:
+        raise DocsError(f"{src}: {e}") from e
+    return lines + ["", f"Source: `{src}` (`protalign show` prints it ranked)."]
+
+
+RENDERERS = {
+    "alignment": render_alignment,
+    "verdicts": render_verdicts,
+    "summary": render_summary,
+    "summary_matrix": render_summary_matrix,
+}
 
 
 def render_readme(text: str, root: Path) -> str:

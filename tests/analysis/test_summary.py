@@ -157,3 +157,14 @@ def test_dvc_declares_only_the_summary_as_metrics():
 def test_readme_recipe_hides_dependency_hashes():
     readme = (REPO / "README.md").read_text()
     assert f"dvc exp show --only-changed --drop '{summary.DROP_DEPS}'" in readme
+
+
+def test_matrix_has_one_row_per_gdm_and_one_column_per_llm(tmp_path):
+    """The README's compact view: every pair's gain and interval in its (GDM, LLM) cell, best GDM first."""
+    out = summary.run(_params(tmp_path), _world(tmp_path))
+    lines = summary.render_matrix(out)
+    assert lines[0] == "| GDM \\ LLM | a | b |"
+    rows = {ln.split(" | ")[0].strip("| "): ln for ln in lines[2:4]}
+    assert list(rows) == ["gvp", "gat"]  # gvp holds the best gain (0.10)
+    assert "| 0.100 [0.060, 0.140] | 0.040 [0.000, 0.080] |" in rows["gvp"]
+    assert "| 0.020 [-0.010, 0.050] | -0.030 [-0.070, 0.010] |" in rows["gat"]

@@ -179,6 +179,31 @@ def render_markdown(summary: dict[str, Any]) -> list[str]:
     return lines + ["| " + " | ".join(r) + " |" for r in rows] + ["", *notes(summary)]
 
 
+def render_matrix(summary: dict[str, Any]) -> list[str]:
+    """The README's compact view: one row per GDM, one column per LLM, cell = headline gain [interval] (or the
+    study's score, marked, where no headline exists); GDMs ordered by their best gain."""
+    entries = pairs(summary)
+    split = {p: p.split("__", 1) for p in entries}
+    llms = list(dict.fromkeys(llm for llm, _ in split.values()))
+    best: dict[str, float] = {}
+    for pair, (_, gdm) in split.items():
+        g = entries[pair]["gain"]
+        best[gdm] = max(best.get(gdm, -math.inf), g if g is not None else -math.inf)
+    gdms = sorted(best, key=lambda g: (-best[g], g))
+
+    def cell(e: dict[str, Any] | None) -> str:
+        if e is None:
+            return ""
+        if e["gain"] is None:
+            return f"n/a (score {_num(e['score'])})"
+        return f"{_num(e['gain'])} [{_num(e['gain_lo'])}, {_num(e['gain_hi'])}]"
+
+    by = {(llm, gdm): entries[p] for p, (llm, gdm) in split.items()}
+    lines = ["| GDM \\ LLM | " + " | ".join(llms) + " |", "|---|" + "---:|" * len(llms)]
+    lines += ["| " + gdm + " | " + " | ".join(cell(by.get((llm, gdm))) for llm in llms) + " |" for gdm in gdms]
+    return lines + ["", "Cells: headline gain vs control [interval]; `protalign show` ranks the pairs.", *notes(summary)]
+
+
 def show(paths: Paths, source: str | Path | None = None) -> str:
     """`protalign show`: the ranked summary, then where the findings and plots are."""
     path = Path(source) if source else summary_path(paths)
