@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from protalign.align.evaluate import loss_line, lost_with_reasons
+from protalign.align.evaluate import control_pairing, loss_line, lost_with_reasons
 from protalign.align.heads import MAX_STRUCTURE_LAYERS, build_heads
 from protalign.align.metrics import cosine_matrix, reciprocal_ranks, retrieval_ranks
 from protalign.align.train import fit_heads, head_config
@@ -50,27 +50,6 @@ def _sim(heads, text: np.ndarray, structure: np.ndarray) -> np.ndarray:
     t = text_head(torch.as_tensor(text, dtype=torch.float32)).numpy()
     s = structure_head(torch.as_tensor(structure, dtype=torch.float32)).numpy()
     return cosine_matrix(s, t)
-
-
-CONTROL_STREAM = 0xC0  # the control's permutation generator: numpy default_rng([head seed, CONTROL_STREAM])
-
-
-def _derangement(n: int, rng: np.random.Generator) -> np.ndarray:
-    """A seeded permutation with no fixed point (one n-cycle through a random order): nobody keeps its partner."""
-    order = rng.permutation(n)
-    perm = np.empty(n, dtype=np.int64)
-    perm[order] = np.roll(order, -1)
-    return perm
-
-
-def control_pairing(n_train: int, n_val: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(train, val) row permutations of the TEXT side for the shuffled-pairing control of head seed `seed`.
-
-    Train texts are re-paired among train proteins and val texts among val proteins (the parts keep their members
-    and sizes), each a derangement drawn from numpy default_rng([seed, CONTROL_STREAM]): one fixed, documented
-    pairing per head seed, independent of the fold's test proteins."""
-    rng = np.random.default_rng([int(seed), CONTROL_STREAM])
-    return _derangement(n_train, rng), _derangement(n_val, rng)
 
 
 @dataclasses.dataclass
