@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from protalign.analysis import plots
@@ -42,6 +43,14 @@ PAIR_METRICS = re.compile(
 CV_METRICS = re.compile(r"^metrics/cv/(?P<pair>[^/]+)\.json$")
 METRIC_COLUMNS = ("alignment_score", "baseline_alignment_score", "matched_cosine_mean")
 TAIL_METRICS = ("mrr_s2t", "mrr_t2s", "n_test")
+# the ranking: metrics/cv/<pair>.json headline (collapse cannot win it), then the study's score beside it
+HEADLINE_COLUMNS = (
+    "headline_gain",
+    "headline_ci_low",
+    "headline_ci_high",
+    "headline_method",
+    "score_gain_control",
+)
 RECALL = re.compile(r"^recall@\d+_(s2t|t2s)$")
 
 
@@ -77,9 +86,7 @@ def exp_show_json(root: Path, source: Path | None = None) -> list[dict]:
         except FileNotFoundError as exc:
             raise ToolError("`dvc` is not on PATH (activate the project's environment)") from exc
         if res.returncode != 0:
-            raise ToolError(
-                f"`dvc exp show --json` failed ({res.returncode}): {res.stderr.strip()[-2000:]}"
-            )
+            raise ToolError(f"`dvc exp show --json` failed ({res.returncode}): {res.stderr.strip()[-2000:]}")
         text = res.stdout
     try:
         states = json.loads(text)
@@ -198,7 +205,9 @@ def experiments_table(exps: list[Experiment], skipped: list[Skipped]) -> pd.Data
     for e in exps:
         pairs = sorted(m.group("pair") for p in e.metrics if (m := PAIR_METRICS.match(p)))
         stale = [pair for pair in pairs if not _built(e, *split_pair(pair))]
-        if stale:  # git-tracked metrics the experiment inherited from its baseline commit but did not recompute
+        if (
+            stale
+        ):  # git-tracked metrics the experiment inherited from its baseline commit but did not recompute
             skipped.append(Skipped(e.name, e.rev, f"{len(stale)} pair metrics not built by this experiment's "
                                    f"params (left from its baseline commit): {', '.join(stale)}"))  # fmt: skip
         pairs = [pair for pair in pairs if pair not in stale]
@@ -213,11 +222,24 @@ def experiments_table(exps: list[Experiment], skipped: list[Skipped]) -> pd.Data
             row.update({k: m.get(k) for k in METRIC_COLUMNS})
             row.update({k: m[k] for k in sorted(m, key=_recall_order) if RECALL.match(k)})
             row.update({k: m.get(k) for k in TAIL_METRICS})
+            row.update({k: cv.get(k) for k in HEADLINE_COLUMNS})
             row["cv_alignment_score"] = cv.get("alignment_score")
             row["cv_alignment_score_sd"] = cv.get("alignment_score_sd")
             row.update({k: _cell(e.params.get(k)) for k in changed_keys})
             rows.append(row)
-    return pd.DataFrame(rows)
+    return rank_by_headline(pd.DataFrame(rows))
+
+
+def rank_by_headline(table: pd.DataFrame) -> pd.DataFrame:
+    """Rows best headline first (CV reciprocal-rank gain over the shuffled-pairing control; rows without CV
+    metrics last, in their previous order), with `headline_rank` (1 = best; empty without a headline)."""
+    if table.empty:
+        return table
+    gain = pd.to_numeric(table["headline_gain"], errors="coerce")
+    order = gain.rank(method="min", ascending=False)
+    table = table.assign(headline_rank=order.astype("Int64"))
+    table = table.iloc[np.lexsort((np.arange(len(table)), -gain.fillna(-np.inf).to_numpy()))]
+    return table.reset_index(drop=True)
 
 
 def _recall_order(key: str) -> tuple:
@@ -277,7 +299,30 @@ def _md_rows(rows: list[list[Any]], head: list[str]) -> str:
     return "\n".join(lines)
 
 
-def readme(command: str, exps: list[Experiment], skipped: list[Skipped], n_dim: int) -> str:
+def _ranking(table: pd.DataFrame | None) -> list[str]:
+    """The README's ranking section: every row with a headline, best first."""
+    if table is None or table.empty or table["headline_gain"].isna().all():
+        return []
+    rows = [
+        [int(r.headline_rank), r.experiment, r.llm, r.gdm, f"{r.headline_gain:.4f}",
+         f"[{r.headline_ci_low:.4f}, {r.headline_ci_high:.4f}]", _num(r.alignment_score)]
+        for r in table.itertuples(index=False) if pd.notna(r.headline_gain)
+    ]  # fmt: skip
+    head = ["rank", "experiment", "llm", "gdm", "headline_gain", "interval", "alignment_score (test)"]
+    return ["", "## Ranking by the headline", "", _md_rows(rows, head)]
+
+
+def _num(x: Any) -> str:
+    return f"{x:.4f}" if isinstance(x, int | float) and pd.notna(x) else "n/a"
+
+
+def readme(
+    command: str,
+    exps: list[Experiment],
+    skipped: list[Skipped],
+    n_dim: int,
+    table: pd.DataFrame | None = None,
+) -> str:
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     used = [[e.name, e.rev[:7] if e.rev != "workspace" else "workspace", e.kind, e.baseline,
              "; ".join(f"{k}={_cell(v)}" for k, v in e.changed.items()) or "-"] for e in exps]  # fmt: skip
@@ -287,12 +332,15 @@ def readme(command: str, exps: list[Experiment], skipped: list[Skipped], n_dim: 
         "`dvc exp show --json`). Not a DAG stage; the `findings` stage depends on this folder, so run `dvc repro` "
         "afterwards to refresh `reports/findings.md`.", "",
         "- `experiments.csv`: one row per experiment x pair (`metrics/<llm>__<gdm>.json`: primary test split; "
-        "`cv_*` from `metrics/cv/`), plus every param that differs from an experiment's baseline.",
+        "`headline_*` and `cv_*` from `metrics/cv/`), plus every param that differs from an experiment's baseline; "
+        "ranked by `headline_gain` (cluster-fold CV gain in per-protein reciprocal rank over the shuffled-pairing "
+        "control, which a collapsed model cannot win), rows without CV metrics last.",
         (f"- `gdm_dim.csv` ({n_dim} GearNet-Edge point(s)) and `gdm_dim.png`: alignment score vs embedding width "
          "(`dim` = sum of `hidden_dims`, GearNet-Edge concatenates its hidden layers; x2 with the meanmax "
          "readout), one series per LLM and `context` (hash of all other params)." if n_dim else
          "- No GearNet-Edge point: `gdm_dim.csv` is not written (finding F6 stays 'not testable here')."),
         "", "## Experiments", "", _md_rows(used, ["experiment", "rev", "kind", "baseline", "changed params"]),
+        *_ranking(table),
     ]  # fmt: skip
     if skipped:
         rows = [
@@ -316,7 +364,7 @@ def run(paths: Paths, source: str | Path | None = None, out: str | Path | None =
         write_text(out / "gdm_dim.csv", dims.to_csv(**fmt))
         plots.score_vs_dim(dims, out / "gdm_dim.png")
     command = "protalign sweeps" + (f" --from {source}" if source else "")
-    write_text(out / "README.md", readme(command, exps, skipped, len(dims)))
+    write_text(out / "README.md", readme(command, exps, skipped, len(dims), table))
     for s in skipped:
         log.warning("sweeps: left out %s (%s): %s", s.name, s.rev[:7], s.reason)
     summary = {
