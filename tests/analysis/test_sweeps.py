@@ -145,3 +145,15 @@ def test_pairs_outside_the_experiments_params_are_not_rows(tmp_path):
     table = sweeps.experiments_table(exps, skipped)
     assert set(table.loc[table["experiment"] == "gdm8", "gdm"]) == {"gearnet_edge"}
     assert any(s.name == "gdm8" and "smollm2-135m__gat" in s.reason for s in skipped)
+
+
+def test_rows_are_ranked_by_the_headline():
+    table = pd.DataFrame(
+        {"experiment": ["a", "b", "c", "d"], "llm": "l", "gdm": "g", "alignment_score": [0.9, 0.1, 0.5, 0.7],
+         "headline_gain": [0.01, 0.20, None, 0.05], "headline_ci_low": [-0.01, 0.1, None, 0.0],
+         "headline_ci_high": [0.03, 0.3, None, 0.1]}
+    )  # fmt: skip
+    ranked = sweeps.rank_by_headline(table)
+    assert list(ranked["experiment"]) == ["b", "d", "a", "c"]  # no headline: last
+    assert ranked["headline_rank"].tolist()[:3] == [1, 2, 3] and pd.isna(ranked["headline_rank"].iloc[3])
+    assert "| 1 | b | l | g | 0.2000 |" in "\n".join(sweeps._ranking(ranked))
