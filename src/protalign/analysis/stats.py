@@ -363,19 +363,7 @@ def hierarchical_ci(
     each row and seed matched) passes the difference matrix. NaN cells (a protein a seed did not score) are left
     out of each draw's mean.
     """
-    values = np.asarray(values, dtype=np.float64)
-    if values.ndim == 1:
-        values = values[:, None]
-    n, s = values.shape
-    _check_bootstrap(n, n_boot, ci)
-    groups = _groups(n, clusters)
-    rng = np.random.default_rng(seed)
-    draws = np.empty(n_boot)
-    for b in range(n_boot):
-        rows = np.concatenate([groups[p] for p in rng.integers(0, len(groups), size=len(groups))])
-        cols = rng.integers(0, s, size=s)
-        draws[b] = np.nanmean(values[np.ix_(rows, cols)]) if s > 1 else np.nanmean(values[rows, 0])
-    return _interval(float(np.nanmean(values)), draws, n_boot, ci, n, len(groups))
+    return hierarchical_cis({"values": values}, clusters, n_boot, ci, seed)["values"]
 
 
 def hierarchical_cis(
@@ -385,11 +373,8 @@ def hierarchical_cis(
     ci: float = 0.95,
     seed: int = 0,
 ) -> dict[str, Interval]:
-    """`hierarchical_ci` of several matrices of one shape, drawing the (unit, seed-column) resamples ONCE for all.
-
-    The draws depend only on the shape, the clusters and `seed`, so each result equals
-    `hierarchical_ci(values[name], clusters, n_boot, ci, seed)`; sharing them saves the resampling loop per matrix
-    (the CV metrics take ~20 intervals per method from one protein x seed layout)."""
+    """`hierarchical_ci` of several matrices of one shape, sharing the (unit, seed-column) draws: they depend only on
+    the shape, the clusters and `seed`, so each result is that matrix's own hierarchical_ci (~20 per CV method)."""
     mats = {name: (v[:, None] if v.ndim == 1 else v) for name, v in
             ((name, np.asarray(v, dtype=np.float64)) for name, v in values.items())}  # fmt: skip
     shapes = {m.shape for m in mats.values()}
