@@ -1,15 +1,27 @@
 """`crossval` and `head_depth` stages: K-fold cross-validation of the projection HEADS on frozen embeddings.
 
-One test split of ~70 proteins says little, so the findings score every protein once per seed: fold k is the test
-part, fold k+1 the validation part (model selection, as in `align`), the rest trains `align.train.fit_heads`. Folds
-come from `prepared/folds.json` (the `folds` stage: ONE assignment per method, shared by every pair). A pair scores
-the fold proteins its OWN two models embedded (as in `evaluate`); the ones it lost are in the metrics (`n_lost`,
-`lost`: id -> reason) and the stage output, and comparisons between pairs use the intersection of their ids.
+One test split of ~70 proteins says little, so every protein is scored once per head seed: fold k is the test part,
+fold k+1 the validation part (model selection, as in `align`), the rest trains `align.train.fit_heads`. Folds come
+from `prepared/folds.json` (ONE assignment per method, shared by every pair). A pair scores the fold proteins its
+OWN two models embedded; the ones it lost are in the metrics (`n_lost`, `lost`: id -> reason).
 
-Per protein we keep the matched cosine and its share of the study's alignment score,
-score_i = cos(p_i, t_i) - mean_{j != i} |cos(p_i, t_j)| within its test fold, whose mean over a fold IS the fold's
-alignment score; so bootstrap intervals over proteins (over clusters under the cluster method) are intervals of
-the score. The untrained heads (same seed) give the baseline on the same folds.
+Methods. `cluster` (the default and the headline): 30%-identity MMseqs2 clusters never straddle folds. `random`:
+reported beside, flagged `leaky` (homologs of a test protein train its heads: look-up, not alignment).
+`cluster_strict`: the cluster fits scored only on the primary split's val + test proteins. Why: the encoders
+(structure pretraining, LoRA fine-tuning) trained on the primary TRAIN split, which overlaps the CV test folds (the
+encoders saw those proteins' structures / texts, though never the heads' pairings); the primary val + test
+proteins were seen by no encoder. Same heads as `cluster` (no extra fit); a fold with < 2 of them scores none.
+
+Per protein and seed: the matched cosine, its share of the study's alignment score (score_i = cos(p_i, t_i) -
+mean_{j != i} |cos(p_i, t_j)| within its test fold; the fold mean IS the fold's score) and its reciprocal rank rr
+(both retrieval directions averaged, ties against the model), for the trained heads, the untrained heads (same seed)
+and the shuffled-pairing CONTROL: heads fitted exactly like the real ones (same fit_heads, config, seed, fold) on
+the train and val pairs re-paired by `evaluate.control_pairing(seed)` (a derangement from numpy
+default_rng([seed, CONTROL_STREAM])), scored on the TRUE pairs of the same test fold: what a model with no signal
+earns at this width and corpus. Real and control fits share one worker pool. The headline (`headline_gain`) is
+the cluster-fold mean of rr - rr_control, paired by seed, with a hierarchical interval over clusters x seeds; a
+collapsed model (every output equal) ranks every partner last (rr = 1/n) and cannot beat its control. Everything is
+summarised from the archive (analysis/cv_summary.py), so each interval can be recomputed from it.
 """
 
 from __future__ import annotations
