@@ -228,7 +228,9 @@ class VerdictParams:  # the rules that turn intervals into verdicts (analysis/ve
 class AnalysisParams:  # cross-validation of the heads and the statistics of the findings
     folds: Annotated[int, Range(2)]
     methods: Annotated[tuple[Literal["random", "cluster"], ...], NonEmpty]  # fold-drawing methods evaluated
-    seeds: Annotated[tuple[Seed, ...], NonEmpty]  # head-training seeds (mean +- sd)
+    seeds: Annotated[tuple[Seed, ...], NonEmpty]  # head-training seeds of crossval (>= 5 at study scale)
+    depth_seeds: Annotated[tuple[Seed, ...], NonEmpty]  # head-training seeds of head_depth (2 suffice there)
+    control: bool  # fit the shuffled-pairing control heads beside every real fit (the headline needs them)
     depths: Annotated[tuple[HeadLayers, ...], NonEmpty]  # structure-head layers swept (RQ5)
     n_boot: Count
     ci: Fraction

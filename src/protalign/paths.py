@@ -138,6 +138,12 @@ class Paths:
             return self.reports / "cv" / f"{pair_id(llm, gdm)}.csv"
         return self.depth_reports(llm, gdm) / f"{variant}.csv"
 
+    def cv_seeds(self, llm: str, gdm: str, variant: str = "") -> Path:
+        """The re-analysable archive: one row per protein x method x head seed (analysis/cv_summary.py)."""
+        if not variant:
+            return self.reports / "cv" / f"{pair_id(llm, gdm)}.seeds.csv.gz"
+        return self.depth_reports(llm, gdm) / f"{variant}.seeds.csv.gz"
+
     def depth_metrics(self, llm: str, gdm: str) -> Path:
         return self.root / "metrics" / "depth" / pair_id(llm, gdm)
 

@@ -30,7 +30,7 @@ def test_writes_metrics_and_per_protein(world):
     assert (on_disk["n_test"], on_disk["n_train"], on_disk["n_val"], on_disk["n_missing"]) == (32, 96, 32, 0)
     assert on_disk["ties"] == "pessimistic"
     table = pd.read_csv(world.paths.per_protein("llm-a", "gdm-x"))
-    assert list(table.columns) == ["id", "matched_cosine", "rank_s2t", "rank_t2s"]
+    assert list(table.columns) == ["id", "matched_cosine", "rank_s2t", "rank_t2s", "rr"]
     assert table["id"].tolist() == world.split["test"]
     assert table["matched_cosine"].mean() == pytest.approx(on_disk["matched_cosine_mean"], abs=1e-7)
     assert (table["rank_s2t"] == 1).mean() == pytest.approx(on_disk["recall@1_s2t"])

@@ -19,7 +19,7 @@ from protalign.analysis import correlations, cv, findings, properties
 from protalign.analysis.evidence import seeds_path
 from protalign.corpus import clusters, folds
 from protalign.paths import Paths
-from protalign.storage import EmbeddingSet, load_embeddings, save_embeddings
+from protalign.storage import EmbeddingSet, load_embeddings, save_embeddings, write_json
 
 LLMS, GDMS = ("tiny-1m", "tiny-10m"), ("gearnet_edge", "gat")
 
@@ -43,6 +43,10 @@ def _world(root, n=90):
         {"id": ids, "cluster_30": labels, "cluster_30_size": 3, "cluster_50": ids, "cluster_50_size": 1}
     )
     table.to_parquet(paths.clusters, index=False)
+    write_json(
+        paths.split,
+        {"train": ids[: n * 3 // 5], "val": ids[n * 3 // 5 : n * 4 // 5], "test": ids[n * 4 // 5 :]},
+    )
     core = rng.normal(size=(n, 8))
     save_embeddings(
         paths.structure_embeddings("gearnet_edge"), EmbeddingSet(ids, core.astype(np.float32), {})
@@ -103,13 +107,14 @@ def test_analysis_stages_on_a_small_run(tmp_path):
     for llm in LLMS:
         for gdm in GDMS:
             m = cv.run(params, paths, llm, gdm)
-            assert set(m["methods"]) == {"random", "cluster"}
+            assert set(m["methods"]) == {"random", "cluster", "cluster_strict"}  # strict: primary val + test
+            assert m["methods"]["cluster_strict"]["n_proteins"] == 36
             r = m["methods"]["random"]
             assert r["n_proteins"] == 90 and m["methods"]["cluster"]["n_units"] == 30
             assert len(r["seed_scores"]) == 2
             table = pd.read_csv(paths.cv_per_protein(llm, gdm))
             random_rows = table[table["method"] == "random"]
-            assert len(table) == 180 and random_rows["score"].mean() == pytest.approx(
+            assert len(table) == 180 + 36 and random_rows["score"].mean() == pytest.approx(
                 r["alignment_score"]["estimate"], abs=1e-6
             )
             depths = cv.run_depths(params, paths, llm, gdm)
@@ -118,15 +123,15 @@ def test_analysis_stages_on_a_small_run(tmp_path):
                 f"L{d}.json" for d in sorted(params.analysis.depths)
             ]
             assert all(m["structure_layers"] == d for d, m in depths.items())
-    reused = json.loads(
-        paths.cv_metrics("tiny-1m", "gat", "L1").read_text()
-    )  # copied from crossval, not refitted
-    fitted, fitted_table = cv.crossval(params, paths, "tiny-1m", "gat", ["random"], layers=1)
-    assert reused == json.loads(json.dumps(fitted))
-    assert (paths.cv_per_protein("tiny-1m", "gat", "L1").read_text()
-            == fitted_table.to_csv(index=False, float_format="%.8f", lineterminator="\n"))  # fmt: skip
-    refit, _ = cv.crossval(params, paths, "tiny-1m", "gat", ["random"], layers=2)  # depths share one pool
-    assert json.loads(paths.cv_metrics("tiny-1m", "gat", "L2").read_text()) == json.loads(json.dumps(refit))
+    # the saved depth is copied from crossval's archive (depth_seeds, no control), not refitted
+    depth_run = dataclasses.replace(
+        params,
+        analysis=dataclasses.replace(params.analysis, seeds=params.analysis.depth_seeds, control=False),
+    )
+    for d in (1, 2):  # L2 was refitted (all depths share one pool); both equal a plain crossval at that depth
+        stored = json.loads(paths.cv_metrics("tiny-1m", "gat", f"L{d}").read_text())
+        fitted, _ = cv.crossval(depth_run, paths, "tiny-1m", "gat", ["cluster"], layers=d)
+        assert stored["methods"] == json.loads(json.dumps({"cluster": fitted["methods"]["cluster"]}))
     strong = json.loads(paths.cv_metrics("tiny-1m", "gearnet_edge").read_text())["methods"]["random"]
     assert strong["gain_over_baseline"]["ci_low"] > 0  # training helps, and the interval says so
     corr = correlations.run(params, paths)
@@ -165,7 +170,7 @@ def test_analysis_stages_on_a_small_run(tmp_path):
     html = (paths.reports / "findings.html").read_text()
     assert html.count("data:image/png;base64,") >= 5
     matrix = pd.read_csv(paths.reports / "alignment_matrix.csv")
-    assert len(matrix) == 8 and set(matrix["method"]) == {"random", "cluster"}
+    assert len(matrix) == 12 and set(matrix["method"]) == {"random", "cluster", "cluster_strict"}
     t1 = pd.read_csv(paths.reports / "table1.csv")
     assert t1["study_same_llm"].isna().all()  # no study LLM in this run ...
     assert (t1.loc[t1["gdm"] == "gearnet_edge", "paper_llama31-8b"] == 0.3211).all()  # ... the paper's beside
@@ -211,7 +216,7 @@ def test_crossval_scores_the_pairs_own_ids_and_reports_losses(tmp_path, capsys):
     m = cv.run(fast, paths, "tiny-1m", "gat")
     assert (m["n_fold_proteins"], m["n_lost"]) == (90, 2)
     assert m["lost"] == {"X001": "structure/gat: too big", "X050": "structure/gat: too big"}
-    assert all(v["n_proteins"] == 88 for v in m["methods"].values())
+    assert all(v["n_proteins"] == 88 for k, v in m["methods"].items() if k != "cluster_strict")
     assert set(pd.read_csv(paths.cv_per_protein("tiny-1m", "gat"))["id"]).isdisjoint(gone)
     other = cv.crossval(fast, paths, "tiny-1m", "gearnet_edge", ["random"])[0]
     assert other["n_lost"] == 0 and other["methods"]["random"]["n_proteins"] == 90

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from params_helpers import default_params
-from protalign.analysis import findings, sweeps
+from protalign.analysis import findings, sweeps, sweeps_readme
 from protalign.cli import main
 from protalign.paths import Paths
 from protalign.structure.gearnet import GearNetEncoder
@@ -190,3 +190,15 @@ def test_per_pair_files_are_read_from_each_experiments_commit(tmp_path):
     sweeps.run(Paths(tmp_path), source=dump)
     readme = (tmp_path / "reports" / "sweeps" / "README.md").read_text()
     assert "per-pair metrics files unreadable" in readme
+
+
+def test_rows_are_ranked_by_the_headline():
+    table = pd.DataFrame(
+        {"experiment": ["a", "b", "c", "d"], "llm": "l", "gdm": "g", "alignment_score": [0.9, 0.1, 0.5, 0.7],
+         "headline_gain": [0.01, 0.20, None, 0.05], "headline_ci_low": [-0.01, 0.1, None, 0.0],
+         "headline_ci_high": [0.03, 0.3, None, 0.1]}
+    )  # fmt: skip
+    ranked = sweeps.rank_by_headline(table)
+    assert list(ranked["experiment"]) == ["b", "d", "a", "c"]  # no headline: last
+    assert ranked["headline_rank"].tolist()[:3] == [1, 2, 3] and pd.isna(ranked["headline_rank"].iloc[3])
+    assert "| 1 | b | l | g | 0.2000 |" in "\n".join(sweeps_readme.ranking_lines(ranked))

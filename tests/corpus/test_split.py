@@ -25,7 +25,7 @@ def _proteins(root, ids, hashes=None):
 def test_split_is_deterministic_disjoint_and_complete(tmp_path):
     ids = [f"{i:04d}" for i in range(200)]
     paths = _proteins(tmp_path, ids[::-1])  # file order must not matter
-    out = split.run(default_params(), paths)
+    out = split.run(default_params(split={"method": "random"}), paths)
     first = paths.split.read_bytes()
     parts = [out["train"], out["val"], out["test"]]
     assert sorted(sum(parts, [])) == ids
@@ -33,9 +33,9 @@ def test_split_is_deterministic_disjoint_and_complete(tmp_path):
     assert [len(p) for p in parts] == [160, 20, 20]
     assert read_json(paths.split) == {"method": "random", "seed": 0, "fractions": [0.8, 0.1, 0.1], **out}
     paths2 = _proteins(tmp_path / "again", ids)
-    split.run(default_params(), paths2)
+    split.run(default_params(split={"method": "random"}), paths2)
     assert paths2.split.read_bytes() == first
-    other = split.run(default_params(split={"seed": 1}), paths2)
+    other = split.run(default_params(split={"method": "random", "seed": 1}), paths2)
     assert other["test"] != out["test"]
 
 
@@ -56,11 +56,11 @@ def test_split_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="cluster stage"):
         split.run(default_params(split={"method": "cluster"}), paths)
     with pytest.raises(ValueError, match="summing to 1"):
-        split.run(default_params(split={"fractions": (0.5, 0.1, 0.1)}), paths)
+        split.run(default_params(split={"method": "random", "fractions": (0.5, 0.1, 0.1)}), paths)
     with pytest.raises(ValueError, match="not unique"):
         split.random_split(["A", "A", "B"], (0.8, 0.1, 0.1), 0)
     with pytest.raises(FileNotFoundError, match="prepare"):
-        split.run(default_params(), Paths(tmp_path / "nothing"))
+        split.run(default_params(split={"method": "random"}), Paths(tmp_path / "nothing"))
 
 
 def _clusters(n_ids: int, seed: int) -> dict[str, str]:

@@ -6,10 +6,15 @@ loud: `metrics/<pair>.json` holds `n_test_split`, `n_test`, `n_test_lost` and `t
 embedding set's meta.json "skipped" list), and the stage prints them. Comparisons BETWEEN pairs (report, findings)
 use the intersection of the pairs' evaluated ids and state its size.
 The untrained baseline is `build_heads` with the training seed, i.e. exactly the weights training started from.
+The shuffled-pairing control (one fit per pair) is `fit_heads` with the saved heads' config and training params on
+the train and val pairs re-paired by `control_pairing(seed)` (text rows permuted within each part), scored on the
+TRUE test pairs: what a model with no signal earns at this width and corpus. Per-protein reciprocal rank (both
+directions averaged, ties against the model) gives `rr_mean`, `rr_control_mean` and their difference `rr_gain_control`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,11 +22,18 @@ import numpy as np
 import pandas as pd
 import torch
 
-from protalign.align.heads import StructureHead, TextHead, build_heads, load_heads
-from protalign.align.metrics import all_metrics, cosine_matrix, matched_cosine, retrieval_ranks
-from protalign.align.train import load_pair, load_split
+from protalign.align.heads import HeadConfig, StructureHead, TextHead, build_heads, load_heads
+from protalign.align.metrics import (
+    alignment_score,
+    all_metrics,
+    cosine_matrix,
+    matched_cosine,
+    reciprocal_ranks,
+    retrieval_ranks,
+)
+from protalign.align.train import PairData, fit_heads, load_pair, load_split
 from protalign.errors import InputError
-from protalign.params import Params
+from protalign.params import AlignParams, Params
 from protalign.paths import Paths, pair_id
 from protalign.storage import EmbeddingSet, write_json, write_text
 
@@ -34,7 +46,10 @@ def lost_with_reasons(
     ids: Sequence[str], text: EmbeddingSet, structure: EmbeddingSet, llm: str, gdm: str
 ) -> dict[str, str]:
     """id -> why the pair cannot score it, for each of `ids` one of the two embedding sets lacks."""
-    sides = [(f"text/{llm}", text, _skip_reasons(text)), (f"structure/{gdm}", structure, _skip_reasons(structure))]
+    sides = [
+        (f"text/{llm}", text, _skip_reasons(text)),
+        (f"structure/{gdm}", structure, _skip_reasons(structure)),
+    ]
     present = [(name, set(emb.ids), reasons) for name, emb, reasons in sides]
     lost = {}
     for i in ids:
@@ -70,6 +85,47 @@ def chance_levels(n: int, ks: tuple[int, ...]) -> dict[str, float]:
     return out
 
 
+CONTROL_STREAM = 0xC0  # the control's permutation generator: numpy default_rng([head seed, CONTROL_STREAM])
+
+
+def _derangement(n: int, rng: np.random.Generator) -> np.ndarray:
+    """A seeded permutation with no fixed point (one n-cycle through a random order): nobody keeps its partner."""
+    order = rng.permutation(n)
+    perm = np.empty(n, dtype=np.int64)
+    perm[order] = np.roll(order, -1)
+    return perm
+
+
+def control_pairing(n_train: int, n_val: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, val) row permutations of the TEXT side for the shuffled-pairing control of head seed `seed`.
+
+    Train texts are re-paired among train proteins and val texts among val proteins (the parts keep their members
+    and sizes), each a derangement drawn from numpy default_rng([seed, CONTROL_STREAM]): one fixed, documented
+    pairing per head seed, independent of the fold's test proteins."""
+    rng = np.random.default_rng([int(seed), CONTROL_STREAM])
+    return _derangement(n_train, rng), _derangement(n_val, rng)
+
+
+def _training_params(info: dict[str, Any]) -> AlignParams:
+    """The align params the saved heads were trained with (stored beside the weights; `dim` lives in the config)."""
+    fields = [f.name for f in dataclasses.fields(AlignParams)]
+    missing = [f for f in fields if f != "dim" and f not in info]
+    if missing:
+        raise InputError(f"the heads file lacks training params {missing}; rerun the align stage")
+    return AlignParams(**{f: info.get(f) for f in fields})
+
+
+def control_similarity(
+    data: PairData, config: HeadConfig, info: dict[str, Any], text, structure
+) -> np.ndarray:
+    """Similarities on the TRUE test pairs of heads fitted exactly like the saved ones on shuffled train/val pairs."""
+    align = _training_params(info)
+    (train_text, train_structure), (val_text, val_structure) = data.arrays("train"), data.arrays("val")
+    p_train, p_val = control_pairing(len(train_text), len(val_text), int(align.seed))
+    fit = fit_heads((train_text[p_train], train_structure), (val_text[p_val], val_structure), config, align)
+    return _similarity(fit.text_head, fit.structure_head, text, structure)
+
+
 def evaluate_pair(params: Params, paths: Paths, llm: str, gdm: str) -> tuple[dict[str, Any], pd.DataFrame]:
     """Metrics dict + per-protein table (id, matched_cosine, rank_s2t, rank_t2s) on the pair's test ids."""
     text_head, structure_head, config, info = load_heads(paths.heads(llm, gdm))
@@ -99,6 +155,18 @@ def evaluate_pair(params: Params, paths: Paths, llm: str, gdm: str) -> tuple[dic
     metrics.update(all_metrics(sim, ks))
     metrics.update(all_metrics(base_sim, ks, prefix="baseline_"))
     metrics.update(chance_levels(len(test_ids), ks))
+    if params.analysis.control:
+        control_sim = control_similarity(data, config, info, text, structure)
+        rr, rr_control = reciprocal_ranks(sim), reciprocal_ranks(control_sim)
+        metrics.update(
+            {
+                "control_alignment_score": alignment_score(control_sim),
+                "alignment_gain_control": metrics["alignment_score"] - alignment_score(control_sim),
+                "rr_mean": float(rr.mean()),
+                "rr_control_mean": float(rr_control.mean()),
+                "rr_gain_control": float(rr.mean() - rr_control.mean()),
+            }
+        )
     metrics.update(
         {
             "n_test": len(test_ids),
@@ -115,8 +183,9 @@ def evaluate_pair(params: Params, paths: Paths, llm: str, gdm: str) -> tuple[dic
     )
     rank_s2t, rank_t2s = retrieval_ranks(sim)
     per_protein = pd.DataFrame(
-        {"id": test_ids, "matched_cosine": matched_cosine(sim), "rank_s2t": rank_s2t, "rank_t2s": rank_t2s}
-    )
+        {"id": test_ids, "matched_cosine": matched_cosine(sim), "rank_s2t": rank_s2t, "rank_t2s": rank_t2s,
+         "rr": reciprocal_ranks(sim)}
+    )  # fmt: skip
     return metrics, per_protein
 
 

@@ -68,6 +68,22 @@ def retrieval_ranks(sim: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return rank_s2t.astype(np.int64), rank_t2s.astype(np.int64)
 
 
+def reciprocal_ranks(sim: np.ndarray) -> np.ndarray:
+    """Per-protein reciprocal rank of its true partner, both directions averaged: (1/rank_s2t + 1/rank_t2s) / 2.
+
+    Ties count against the model (see `retrieval_ranks`), so a collapsed model (all similarities equal) gets 1/n
+    for every protein, the floor, never chance or better. Its mean is the two-direction MRR."""
+    rank_s2t, rank_t2s = retrieval_ranks(sim)
+    return 0.5 * (1.0 / rank_s2t + 1.0 / rank_t2s)
+
+
+def chance_mrr(n: int) -> float:
+    """Expected reciprocal rank of the true partner under a random ranking of n candidates: H_n / n."""
+    if n < 1:
+        raise ValueError(f"need n >= 1 candidates, got {n}")
+    return float(np.sum(1.0 / np.arange(1, n + 1)) / n)
+
+
 def recall_at_k(ranks: np.ndarray, k: int) -> float:
     """Fraction of queries whose true match is in the top k."""
     if k < 1:

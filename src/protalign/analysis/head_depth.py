@@ -1,5 +1,7 @@
 """`head_depth@<llm>-<gdm>` stage (RQ5): cross-validated heads with a structure head of each depth in
-analysis.depths (1-3 layers), all fitted by one worker pool."""
+analysis.depths (1-3 layers), all fitted by one worker pool, with the head seeds analysis.depth_seeds (two: the
+depth comparison is real vs real, so no shuffled-pairing control is fitted; the archives' control columns are empty).
+The saved heads' depth reuses crossval's archive rows for those seeds."""
 
 from __future__ import annotations
 

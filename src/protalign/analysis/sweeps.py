@@ -17,7 +17,6 @@ The only declared DVC metrics file is reports/summary.json (a few numbers per pa
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 import logging
@@ -27,9 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from protalign.analysis import plots
+from protalign.analysis.sweeps_readme import cell_text, readme
 from protalign.errors import InputError, ToolError
 from protalign.paths import Paths, split_pair
 from protalign.storage import write_text
@@ -48,6 +49,14 @@ SUMMARY_METRICS = "reports/summary.json"
 SUMMARY_COLUMNS = ("gain", "gain_lo", "gain_hi")  # the headline per pair, from the declared summary
 METRIC_COLUMNS = ("alignment_score", "baseline_alignment_score", "matched_cosine_mean")
 TAIL_METRICS = ("mrr_s2t", "mrr_t2s", "n_test")
+# the ranking: metrics/cv/<pair>.json headline (collapse cannot win it), then the study's score beside it
+HEADLINE_COLUMNS = (
+    "headline_gain",
+    "headline_ci_low",
+    "headline_ci_high",
+    "headline_method",
+    "score_gain_control",
+)
 RECALL = re.compile(r"^recall@\d+_(s2t|t2s)$")
 
 
@@ -83,9 +92,7 @@ def exp_show_json(root: Path, source: Path | None = None) -> list[dict]:
         except FileNotFoundError as exc:
             raise ToolError("`dvc` is not on PATH (activate the project's environment)") from exc
         if res.returncode != 0:
-            raise ToolError(
-                f"`dvc exp show --json` failed ({res.returncode}): {res.stderr.strip()[-2000:]}"
-            )
+            raise ToolError(f"`dvc exp show --json` failed ({res.returncode}): {res.stderr.strip()[-2000:]}")
         text = res.stdout
     try:
         states = json.loads(text)
@@ -224,10 +231,6 @@ def attach_detail_files(exps: list[Experiment], root: Path, skipped: list[Skippe
             skipped.append(Skipped(e.name, e.rev, f"per-pair metrics files unreadable: {exc}"))
 
 
-def _cell(value: Any) -> Any:
-    return json.dumps(value) if isinstance(value, (list, dict)) else value
-
-
 def _built(e: Experiment, llm: str, gdm: str) -> bool:
     """Whether the experiment's own params make the pair (align.llms × structure.gdms; unknown params: yes)."""
     llms, gdms = e.params.get("align.llms"), e.params.get("structure.gdms")
@@ -241,7 +244,9 @@ def experiments_table(exps: list[Experiment], skipped: list[Skipped]) -> pd.Data
     for e in exps:
         pairs = sorted(m.group("pair") for p in e.metrics if (m := PAIR_METRICS.match(p)))
         stale = [pair for pair in pairs if not _built(e, *split_pair(pair))]
-        if stale:  # git-tracked metrics the experiment inherited from its baseline commit but did not recompute
+        if (
+            stale
+        ):  # git-tracked metrics the experiment inherited from its baseline commit but did not recompute
             skipped.append(Skipped(e.name, e.rev, f"{len(stale)} pair metrics not built by this experiment's "
                                    f"params (left from its baseline commit): {', '.join(stale)}"))  # fmt: skip
         pairs = [pair for pair in pairs if pair not in stale]
@@ -258,11 +263,24 @@ def experiments_table(exps: list[Experiment], skipped: list[Skipped]) -> pd.Data
             row.update({k: m.get(k) for k in METRIC_COLUMNS})
             row.update({k: m[k] for k in sorted(m, key=_recall_order) if RECALL.match(k)})
             row.update({k: m.get(k) for k in TAIL_METRICS})
+            row.update({k: cv.get(k) for k in HEADLINE_COLUMNS})
             row["cv_alignment_score"] = cv.get("alignment_score")
             row["cv_alignment_score_sd"] = cv.get("alignment_score_sd")
-            row.update({k: _cell(e.params.get(k)) for k in changed_keys})
+            row.update({k: cell_text(e.params.get(k)) for k in changed_keys})
             rows.append(row)
-    return pd.DataFrame(rows)
+    return rank_by_headline(pd.DataFrame(rows))
+
+
+def rank_by_headline(table: pd.DataFrame) -> pd.DataFrame:
+    """Rows best headline first (CV reciprocal-rank gain over the shuffled-pairing control; rows without CV
+    metrics last, in their previous order), with `headline_rank` (1 = best; empty without a headline)."""
+    if table.empty:
+        return table
+    gain = pd.to_numeric(table["headline_gain"], errors="coerce")
+    order = gain.rank(method="min", ascending=False)
+    table = table.assign(headline_rank=order.astype("Int64"))
+    table = table.iloc[np.lexsort((np.arange(len(table)), -gain.fillna(-np.inf).to_numpy()))]
+    return table.reset_index(drop=True)
 
 
 def _recall_order(key: str) -> tuple:
@@ -307,45 +325,13 @@ def gdm_dim_table(exps: list[Experiment], table: pd.DataFrame, skipped: list[Ski
             "alignment_score": r.alignment_score, "baseline_alignment_score": r.baseline_alignment_score,
             "cv_alignment_score": r.cv_alignment_score, "n_test": r.n_test, "experiment": e.name, "rev": e.rev,
             "kind": e.kind, "context": context_key(e.params),
-            "other_changes": "; ".join(f"{k}={_cell(v)}" for k, v in others.items()),
+            "other_changes": "; ".join(f"{k}={cell_text(v)}" for k, v in others.items()),
         })  # fmt: skip
     return (
         pd.DataFrame(rows).sort_values(["llm", "context", "dim", "experiment"], kind="stable")
         if rows
         else pd.DataFrame()
     )
-
-
-def _md_rows(rows: list[list[Any]], head: list[str]) -> str:
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def readme(command: str, exps: list[Experiment], skipped: list[Skipped], n_dim: int) -> str:
-    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    used = [[e.name, e.rev[:7] if e.rev != "workspace" else "workspace", e.kind, e.baseline,
-             "; ".join(f"{k}={_cell(v)}" for k, v in e.changed.items()) or "-"] for e in exps]  # fmt: skip
-    parts = [
-        "# Sweep summaries (queued DVC experiments)", "",
-        f"Written by `{command}` on {now} from {len(exps)} experiment(s) (baselines and finished experiments of "
-        "`dvc exp show --json`). Not a DAG stage; the `findings` stage depends on this folder, so run `dvc repro` "
-        "afterwards to refresh `reports/findings.md`.", "",
-        "- `experiments.csv`: one row per experiment x pair (`metrics/<llm>__<gdm>.json`: primary test split; "
-        "`cv_*` from `metrics/cv/`; `gain*`, the headline, from `reports/summary.json`), plus every param that differs "
-        "from an experiment's baseline.",
-        (f"- `gdm_dim.csv` ({n_dim} GearNet-Edge point(s)) and `gdm_dim.png`: alignment score vs embedding width "
-         "(`dim` = sum of `hidden_dims`, GearNet-Edge concatenates its hidden layers; x2 with the meanmax "
-         "readout), one series per LLM and `context` (hash of all other params)." if n_dim else
-         "- No GearNet-Edge point: `gdm_dim.csv` is not written (finding F6 stays 'not testable here')."),
-        "", "## Experiments", "", _md_rows(used, ["experiment", "rev", "kind", "baseline", "changed params"]),
-    ]  # fmt: skip
-    if skipped:
-        rows = [
-            [s.name, s.rev[:7] if s.rev not in ("", "workspace") else s.rev or "-", s.reason] for s in skipped
-        ]
-        parts += ["", "## Left out", "", _md_rows(rows, ["experiment", "rev", "reason"])]
-    return "\n".join(parts) + "\n"
 
 
 def run(paths: Paths, source: str | Path | None = None, out: str | Path | None = None) -> dict[str, int]:
@@ -363,7 +349,7 @@ def run(paths: Paths, source: str | Path | None = None, out: str | Path | None =
         write_text(out / "gdm_dim.csv", dims.to_csv(**fmt))
         plots.score_vs_dim(dims, out / "gdm_dim.png")
     command = "protalign sweeps" + (f" --from {source}" if source else "")
-    write_text(out / "README.md", readme(command, exps, skipped, len(dims)))
+    write_text(out / "README.md", readme(command, exps, skipped, len(dims), table))
     for s in skipped:
         log.warning("sweeps: left out %s (%s): %s", s.name, s.rev[:7], s.reason)
     summary = {

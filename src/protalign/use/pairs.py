@@ -1,7 +1,10 @@
 """Which (LLM, GDM) pair a command uses, and how far its test metrics say the ranking can be trusted.
 
-The default is the pair with the best `alignment_score` in `metrics/*.json` (the last run's evaluate stage) whose
-heads exist; any other pair with trained heads can be named. Every command prints `Pair.trust_lines()` first.
+The default is the pair with the best headline among those whose heads exist: `headline_gain` in
+`metrics/cv/<pair>.json` (cluster-fold CV gain in per-protein reciprocal rank over the shuffled-pairing control,
+which a collapsed model cannot win). Only when no pair has CV metrics does it fall back to the best test-split
+`alignment_score` in `metrics/<pair>.json`, and says so. Any other pair with trained heads can be named. Every
+command prints `Pair.trust_lines()` first.
 """
 
 from __future__ import annotations
@@ -89,6 +92,11 @@ class Pair:
             f"  alignment_score {_fmt(m.get('alignment_score'))} "
             f"(untrained heads: {_fmt(m.get('baseline_alignment_score'))})",
         ]
+        if "rr_mean" in m:
+            lines.append(
+                f"  reciprocal rank {_fmt(m.get('rr_mean'))} (shuffled-pairing control "
+                f"{_fmt(m.get('rr_control_mean'))}, chance {_fmt(m.get('chance_mrr'))})"
+            )
         if isinstance(n, int) and n < 50:
             lines.append(f"  caution: only {n} test proteins: these numbers are rough")
         return lines
@@ -119,25 +127,43 @@ def _ks(metrics: dict[str, Any] | None) -> tuple[int, ...]:
     return tuple(sorted(ks))
 
 
+def _finite(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+
 def default_pair(paths: Paths) -> tuple[str, str]:
-    """(pair id, why): the best alignment_score among metrics/*.json with trained heads."""
+    """(pair id, why): the best CV headline_gain among pairs with trained heads; the best test alignment_score only
+    when no pair has a headline (said in `why`)."""
     available = trained_pairs(paths)
     if not available:
         raise UseError(
             f"no trained heads in {paths.root / 'models' / 'heads'}: the pipeline has not run here "
             "(run `dvc repro` first, or cd to a repository that has run it)"
         )
-    scored = []
+    headlines, scored = [], []
     for pair in available:
-        m = _read_metrics(paths.root / "metrics" / f"{pair}.json")
-        score = (m or {}).get("alignment_score")
-        if isinstance(score, int | float) and math.isfinite(score):
+        cv = _read_metrics(paths.root / "metrics" / "cv" / f"{pair}.json") or {}
+        if _finite(cv.get("headline_gain")):
+            headlines.append((cv["headline_gain"], pair, cv))
+        score = (_read_metrics(paths.root / "metrics" / f"{pair}.json") or {}).get("alignment_score")
+        if _finite(score):
             scored.append((score, pair))
+    if headlines:
+        gain, pair, cv = max(headlines, key=lambda t: (t[0], t[1]))
+        interval = f" [{cv['headline_ci_low']:.4f}, {cv['headline_ci_high']:.4f}]" if _finite(
+            cv.get("headline_ci_low")) and _finite(cv.get("headline_ci_high")) else ""  # fmt: skip
+        return pair, (
+            f"default: best headline_gain {gain:.4f}{interval} (CV reciprocal-rank gain over the shuffled-pairing "
+            f"control, {cv.get('headline_method', '?')} folds) of {len(headlines)} pair(s) with CV metrics"
+        )
     if not scored:
         pair = available[0]
         return pair, f"default: no metrics/*.json scored yet, first trained pair of {len(available)}"
     score, pair = max(scored, key=lambda t: (t[0], t[1]))
-    return pair, f"default: best alignment_score {score:.4f} of {len(scored)} evaluated pair(s)"
+    return pair, (
+        f"default: best alignment_score {score:.4f} of {len(scored)} evaluated pair(s); no metrics/cv/*.json "
+        "headline_gain yet (run crossval), so the pair is chosen by the test split's alignment score"
+    )
 
 
 def resolve_pair(paths: Paths, name: str | None = None, why: str = "named with --pair") -> Pair:
