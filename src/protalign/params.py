@@ -302,7 +302,12 @@ class Params:
         return self.align.llms or self.embed_text.llms
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The mapping params.yaml holds (variants back in place as structure.<alias>: {base, ...})."""
+        out = dataclasses.asdict(self)
+        structure = out["structure"]
+        for alias, variant in structure.pop("variants").items():
+            structure[alias] = {"base": variant["base"], **variant["settings"]}
+        return out
 
 
 def _cross_checks(p: Params) -> None:

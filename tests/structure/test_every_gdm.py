@@ -28,14 +28,24 @@ def _expected_node_width(name: str) -> int:
         "gearnet_edge": sum(s.gearnet_edge.hidden_dims),  # hidden layers concatenated, as TorchDrug
         "gvp": s.gvp.out_dim,
         "scannet": 128,  # SCAN_filter_activity_aa of the released network (fixed by its architecture)
+        "foldseek3di": 20,  # per-residue one-hot 3Di state
+        "composition": 20,  # per-residue one-hot amino-acid type
     }
     if name not in widths:
         pytest.fail(f"GDM {name!r} is registered but this test does not know its width from params: add it")
     return widths[name]
 
 
+DESCRIPTOR_PART_WIDTHS = {  # fixed descriptors: the embedding is their parts, not a pooled node vector
+    "foldseek3di": {"states": 20, "bigrams": 400, "aa_pairs": 400},
+    "composition": {"aa": 20, "length": 1, "chains": 1},
+}
+
+
 def _expected_embed_width(name: str, node: int) -> int:
     s = PARAMS.structure
+    if name in DESCRIPTOR_PART_WIDTHS:
+        return sum(DESCRIPTOR_PART_WIDTHS[name][p] for p in getattr(s, name).parts)
     pooling = {"gearnet_edge": s.gearnet_edge.readout, "scannet": s.scannet.pooling or s.pooling}.get(
         name, s.pooling
     )

@@ -52,7 +52,9 @@ class CompositionEncoder(StructureEncoder):
         super().__init__(config)
         parts = tuple(self.config.get("parts", tuple(PARTS)))
         if not parts or any(p not in PARTS for p in parts) or len(set(parts)) != len(parts):
-            raise ValueError(f"structure.composition.parts: {list(parts)}; expected distinct items of {list(PARTS)}")
+            raise ValueError(
+                f"structure.composition.parts: {list(parts)}; expected distinct items of {list(PARTS)}"
+            )
         self.parts = parts
 
     @classmethod

@@ -52,9 +52,7 @@ def states_from_atoms(ca: np.ndarray, cb: np.ndarray, n: np.ndarray, c: np.ndarr
     """3Di state (0..19) per residue of ONE chain, NO_STATE where mini3di masks it; inputs R×3 with NaN gaps."""
     if len(ca) == 0:
         return np.zeros(0, dtype=np.int64)
-    out = _encoder().encode_atoms(
-        *(np.asarray(x, dtype=np.float32) for x in (ca, cb, n, c))
-    )
+    out = _encoder().encode_atoms(*(np.asarray(x, dtype=np.float32) for x in (ca, cb, n, c)))
     return np.where(np.ma.getmaskarray(out), NO_STATE, np.ma.getdata(out).astype(np.int64))
 
 
@@ -119,7 +117,9 @@ class Foldseek3DiEncoder(StructureEncoder):
         if not self.config.get("residue_types", True):
             parts = tuple(p for p in parts if p != "aa_pairs")  # the ablation shows no types to pair with
         if not parts or any(p not in PARTS for p in parts) or len(set(parts)) != len(parts):
-            raise ValueError(f"structure.foldseek3di.parts: {list(parts)}; expected distinct items of {list(PARTS)}")
+            raise ValueError(
+                f"structure.foldseek3di.parts: {list(parts)}; expected distinct items of {list(PARTS)}"
+            )
         self.parts = parts
         self.config["method"] = method_version()
 
