@@ -86,3 +86,12 @@ def test_forward_on_a_real_protein_with_params_yaml_settings(name, real):
     assert emb.shape == (1, _expected_embed_width(name, enc.node_dim)) and enc.dim == emb.shape[1]
     assert torch.isfinite(nodes).all() and torch.isfinite(emb).all()
     assert nodes.std(dim=0).max() > 0  # residues get different features: the structure reached the output
+
+
+def test_study_params_hold_every_gdm_and_the_released_scannet_variant():
+    study = load_params(REPO / "benchmarks" / "study_params.yaml")
+    s = study.structure
+    assert set(registry.available()) <= set(s.gdms)
+    assert s.base("scannet_released") == "scannet" and s.section("scannet_released").weights.endswith(
+        "ScanNet_PPI_noMSA.h5"
+    )

@@ -142,3 +142,34 @@ def test_released_scannet_variant_equals_base_with_the_same_weights(repo):
     same = _params(["scannet"], scannet={"weights": str(SCANNET_H5), "pooling": None, "max_residues": 0})
     base = _run(same, repo, "scannet")
     assert base.ids == v.ids and np.array_equal(base.vectors, v.vectors)
+
+
+def test_reference_set_matches_the_registry_and_leaves_comparisons():
+    from protalign.analysis.findings import finetune_todo, llm_size_todo
+    from protalign.analysis.report import compared_pairs, pairs
+    from protalign.structure import references
+
+    flagged = {g for g in registry.available() if registry.encoder_class(g).reference}
+    assert flagged == set(references.REFERENCE_GDMS) == {"composition"}
+    floor = {"composition_b": {"base": "composition", "parts": ["aa"]}}
+    params = _params(["gat", "composition", "composition_b"], floor)
+    assert references.compared_gdms(params.structure) == ("gat",)  # the variant of the floor too
+    assert {g for _, g in pairs(params)} == {"gat", "composition", "composition_b"}  # still in the table
+    assert {g for _, g in compared_pairs(params)} == {"gat"}
+    assert all(g == "gat" for todo in (llm_size_todo(params), finetune_todo(params)) for pr in todo for _, g in pr)
+
+
+def test_torchdrug_gearnet_state_dict_as_a_variants_weights(repo, real):
+    """A TorchDrug state dict (the 32x32 fixture of tests/fixtures/gearnet) named as `weights` is imported as
+    published: the variant's embeddings equal the port loading the same file through gearnet_edge.checkpoint."""
+    from protalign.structure.gearnet import GearNetEncoder
+
+    fixture = REPO / "tests" / "fixtures" / "gearnet" / "torchdrug_gearnet_edge_32x32.pt"
+    section = {"hidden_dims": [32, 32], "readout": "sum", "checkpoint": None, "weights": str(fixture)}
+    params = _params(["gearnet_released"], {"gearnet_released": {"base": "gearnet_edge", **section}})
+    v = _run(params, repo, "gearnet_released")
+    _, payload = train_stage.load_checkpoint(repo.structure_model("gearnet_released"))
+    assert payload["config"]["released"] == fixture.name and payload["config"]["checkpoint"] is None
+    ref = GearNetEncoder({**registry.build("gearnet_released", params.structure).config, "checkpoint": str(fixture)})
+    direct = ref.eval().embed(ref.collate([ref.featurize(real(i)) for i in v.ids])).detach().numpy()
+    assert np.allclose(v.vectors, direct, atol=1e-5)
