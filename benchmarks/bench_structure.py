@@ -77,7 +77,7 @@ def main() -> None:
     with _Clock() as c:
         items, skipped = featurize_many(enc, _DictStore(by_id), list(by_id), "featurize")
     samples = [it.sample for it in items]
-    n_edges = sum(s["edge_index"].shape[1] for s in samples)
+    n_edges = sum(s["edge_index"].shape[1] for s in samples if "edge_index" in s)  # ScanNet: no graph edges
     print(
         f"featurize (graph + features): {len(structures) / c.wall:.1f} proteins/s wall, "
         f"{len(structures) / c.cpu:.1f}/CPU-s, {n_res / c.wall:.0f} residues/s; {n_edges / n_res:.1f} edges/residue; "

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 
-from protalign.params_schema import ParamsError, Range, build_dataclass, show_value
+from protalign.params_schema import REST, ParamsError, Range, build_dataclass, show_value
 
 # Reusable annotated types: the schema below reads as "what is allowed".
 Count = Annotated[int, Range(1)]  # sizes, epochs, workers: >= 1
@@ -32,6 +32,7 @@ Pooling = Literal["mean", "max", "meanmax"]
 Names = tuple[str, ...]
 NonEmpty = Range(1)  # on a list: at least one item
 HeadLayers = Annotated[int, Range(1, 3)]  # the study's 1..3 linear layers in the structure head
+Weights = str  # structure.<gdm>.weights: trained | random | path to a checkpoint or released file ({gdm} replaced)
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,7 @@ class GATParams:
     layers: Count
     dropout: Rate
     dihedrals: bool
+    weights: Weights
 
 
 @dataclass(frozen=True)
@@ -145,6 +147,7 @@ class GearNetEdgeParams:
     hidden_dims: Annotated[tuple[Count, ...], NonEmpty]
     readout: Literal["sum", "mean", "max", "meanmax"]
     checkpoint: str | None
+    weights: Weights
 
 
 @dataclass(frozen=True)
@@ -157,13 +160,32 @@ class GVPParams:
     layers: Count
     dropout: Rate
     out_dim: Count
+    weights: Weights
 
 
 @dataclass(frozen=True)
 class ScanNetParams:
-    weights: str | None  # path to the released ScanNet_PPI_noMSA.h5 (null: train on the corpus)
+    weights: Weights  # or the released ScanNet_PPI_noMSA.h5 (imported, frozen: no training)
     pooling: Pooling | None  # null = structure.pooling
     max_residues: NonNegInt  # longer proteins are skipped with a reason (0 = no limit)
+
+
+@dataclass(frozen=True)
+class CompositionParams:  # the no-3D floor (structure/composition.py); nothing trained
+    parts: Annotated[tuple[Literal["aa", "length", "chains"], ...], NonEmpty]
+
+
+@dataclass(frozen=True)
+class Foldseek3DiParams:  # Foldseek's 3Di alphabet via mini3di (structure/foldseek3di.py); nothing trained
+    parts: Annotated[tuple[Literal["states", "bigrams", "aa_pairs"], ...], NonEmpty]
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A named variant of a GDM architecture (structure.<alias> with a `base` key): its own settings section."""
+
+    base: str
+    settings: Any  # the base's section dataclass (e.g. ScanNetParams)
 
 
 @dataclass(frozen=True)
@@ -187,13 +209,35 @@ class StructureParams:
     gearnet_edge: GearNetEdgeParams
     gvp: GVPParams
     scannet: ScanNetParams
+    composition: CompositionParams
+    foldseek3di: Foldseek3DiParams
     pooling: Pooling
     threads: Count
     device: Device
-    weights: str  # trained | random | path to a checkpoint ({gdm} is replaced)
     max_embed_gb: Positive
     train: StructureTrainParams
     residue_types: bool  # false: the sequence-blind ablation (structure/blind.py)
+    # every other key of `structure` is a variant: structure.<alias>: {base: <gdm>, <the base's keys>}
+    variants: dict[str, Any] = field(metadata={REST: True})
+
+    def base(self, gdm: str) -> str:
+        """The architecture a GDM name runs: itself, or a variant's base."""
+        return self.variants[gdm].base if gdm in self.variants else gdm
+
+    def section(self, gdm: str) -> Any:
+        """The settings section of a GDM name (a variant's own section, never its base's)."""
+        if gdm in self.variants:
+            return self.variants[gdm].settings
+        section = getattr(self, gdm, None) if gdm not in ("graph", "train", "variants") else None
+        if not dataclasses.is_dataclass(section):
+            raise ParamsError(f"structure.{gdm}", "no settings section (a GDM or a variant with a base)")
+        return section
+
+    def for_gdm(self, gdm: str) -> StructureParams:
+        """These params as the base architecture's code reads them: a variant's section in its base's place."""
+        if gdm not in self.variants:
+            return self
+        return dataclasses.replace(self, **{self.variants[gdm].base: self.variants[gdm].settings})
 
 
 @dataclass(frozen=True)
@@ -260,7 +304,12 @@ class Params:
         return self.align.llms or self.embed_text.llms
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The mapping params.yaml holds (variants back in place as structure.<alias>: {base, ...})."""
+        out = dataclasses.asdict(self)
+        structure = out["structure"]
+        for alias, variant in structure.pop("variants").items():
+            structure[alias] = {"base": variant["base"], **variant["settings"]}
+        return out
 
 
 def _cross_checks(p: Params) -> None:
@@ -275,17 +324,40 @@ def _cross_checks(p: Params) -> None:
         if len(set(names)) != len(names):
             raise ParamsError(key, f"{show_value(names)} lists a name twice")
     s = p.structure  # dvc.yaml reads structure.<gdm> for each GDM
-    if bad := [g for g in s.gdms if g in ("graph", "train") or not dataclasses.is_dataclass(getattr(s, g, None))]:
+    if bad := [g for g in s.gdms if g in ("graph", "train", "variants") or not _has_section(s, g)]:
         raise ParamsError("structure.gdms", f"{bad} have no settings section structure.<gdm>")
     known = set(p.embed_text.llms) | {f"{m}+lora" for m in p.finetune.llms}
     if unknown := [m for m in p.pair_llms() if m not in known]:
         raise ParamsError("align.llms", f"{unknown} not in embed_text.llms or <finetune.llms>+lora {sorted(known)}")
 
 
+def _has_section(s: StructureParams, gdm: str) -> bool:
+    return gdm in s.variants or dataclasses.is_dataclass(getattr(s, gdm, None))
+
+
+def _typed_variants(params: Params) -> Params:
+    """Each structure.<alias> checked as {base: <a GDM section>, ...exactly the base's keys}."""
+    s = params.structure
+    sections = [f.name for f in dataclasses.fields(StructureParams) if f.name not in ("graph", "train", "variants")]
+    sections = [n for n in sections if dataclasses.is_dataclass(getattr(s, n))]
+    out = {}
+    for alias, raw in s.variants.items():
+        key = f"structure.{alias}"
+        if not isinstance(raw, dict) or "base" not in raw:
+            raise ParamsError(key, f"unknown key; a variant is a mapping {{base: one of {sections}, <its keys>}}")
+        base = raw["base"]
+        if base not in sections:
+            raise ParamsError(f"{key}.base", f"{show_value(base)} is not allowed; allowed: one of {sections}")
+        cls = type(getattr(s, base))
+        settings = build_dataclass(cls, {k: v for k, v in raw.items() if k != "base"}, key)
+        out[alias] = Variant(base=base, settings=settings)
+    return dataclasses.replace(params, structure=dataclasses.replace(s, variants=out))
+
+
 def parse_params(data: Any, source: str = "params") -> Params:
     """Validated Params from the parsed YAML mapping; `source` (the file name) prefixes the error message."""
     try:
-        params = build_dataclass(Params, data, "")
+        params = _typed_variants(build_dataclass(Params, data, ""))
         _cross_checks(params)
     except ParamsError as exc:
         raise ParamsError(exc.key, exc.problem, source) from None

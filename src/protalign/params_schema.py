@@ -110,17 +110,24 @@ def _check(tp: Any, value: Any, key: str, allowed: str | None = None) -> Any:
     return float(value) if tp is float else value
 
 
+REST = "rest"  # field metadata: this field collects the mapping's other keys, unchecked (params.py checks them)
+
+
 def build_dataclass(cls: type, data: Any, key: str) -> Any:
-    """A frozen dataclass from a mapping holding exactly its fields, each checked against its annotation."""
-    names = [f.name for f in dataclasses.fields(cls)]
+    """A frozen dataclass from a mapping holding exactly its fields, each checked against its annotation (a field
+    with metadata {REST: True} instead receives, as a dict, the keys that no other field names)."""
+    fields = dataclasses.fields(cls)
+    rest = [f.name for f in fields if f.metadata.get(REST)]  # at most one: takes the keys no field names
+    names = [f.name for f in fields if not f.metadata.get(REST)]
     if not isinstance(data, dict):
         raise ParamsError(key or "(file)", f"{show_value(data)} has the wrong type; allowed: {_describe(cls)}")
     join = (lambda k: f"{key}.{k}") if key else str
     unknown = [join(k) for k in data if k not in names]
-    if unknown:
+    if unknown and not rest:
         raise ParamsError(", ".join(unknown), f"unknown key; allowed in {key or 'the top level'}: {', '.join(names)}")
     missing = [join(n) for n in names if n not in data]
     if missing:
         raise ParamsError(", ".join(missing), "missing; every key must be set (there are no defaults)")
     hints = get_type_hints(cls, include_extras=True)
-    return cls(**{n: _check(hints[n], data[n], join(n)) for n in names})
+    extra = {r: {k: v for k, v in data.items() if k not in names} for r in rest}  # raw: the owner checks them
+    return cls(**{n: _check(hints[n], data[n], join(n)) for n in names}, **extra)

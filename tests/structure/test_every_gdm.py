@@ -28,14 +28,24 @@ def _expected_node_width(name: str) -> int:
         "gearnet_edge": sum(s.gearnet_edge.hidden_dims),  # hidden layers concatenated, as TorchDrug
         "gvp": s.gvp.out_dim,
         "scannet": 128,  # SCAN_filter_activity_aa of the released network (fixed by its architecture)
+        "foldseek3di": 20,  # per-residue one-hot 3Di state
+        "composition": 20,  # per-residue one-hot amino-acid type
     }
     if name not in widths:
         pytest.fail(f"GDM {name!r} is registered but this test does not know its width from params: add it")
     return widths[name]
 
 
+DESCRIPTOR_PART_WIDTHS = {  # fixed descriptors: the embedding is their parts, not a pooled node vector
+    "foldseek3di": {"states": 20, "bigrams": 400, "aa_pairs": 400},
+    "composition": {"aa": 20, "length": 1, "chains": 1},
+}
+
+
 def _expected_embed_width(name: str, node: int) -> int:
     s = PARAMS.structure
+    if name in DESCRIPTOR_PART_WIDTHS:
+        return sum(DESCRIPTOR_PART_WIDTHS[name][p] for p in getattr(s, name).parts)
     pooling = {"gearnet_edge": s.gearnet_edge.readout, "scannet": s.scannet.pooling or s.pooling}.get(
         name, s.pooling
     )
@@ -76,3 +86,12 @@ def test_forward_on_a_real_protein_with_params_yaml_settings(name, real):
     assert emb.shape == (1, _expected_embed_width(name, enc.node_dim)) and enc.dim == emb.shape[1]
     assert torch.isfinite(nodes).all() and torch.isfinite(emb).all()
     assert nodes.std(dim=0).max() > 0  # residues get different features: the structure reached the output
+
+
+def test_study_params_hold_every_gdm_and_the_released_scannet_variant():
+    study = load_params(REPO / "benchmarks" / "study_params.yaml")
+    s = study.structure
+    assert set(registry.available()) <= set(s.gdms)
+    assert s.base("scannet_released") == "scannet" and s.section("scannet_released").weights.endswith(
+        "ScanNet_PPI_noMSA.h5"
+    )

@@ -17,7 +17,7 @@ from protalign.structure import embed, registry, tasks, train
 from protalign.structure.blind import BLIND_ATOMS, sequence_blind
 
 REPO = Path(__file__).resolve().parents[2]
-GDMS = ("gat", "gearnet_edge", "gvp", "scannet")
+GDMS = ("gat", "gearnet_edge", "gvp", "scannet", "foldseek3di", "composition")
 # same length, different residues (and so different side-chain atoms); toy() draws each atom from its own
 # (seed, residue, atom) stream, so N, CA, C, O sit at identical coordinates in both
 SEQ_A = "GASKFAGSKAGASKFAGSKAMW"

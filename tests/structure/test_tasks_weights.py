@@ -60,8 +60,11 @@ def test_angle_bins_match_brute_force():
 def _params(weights="trained", tasks_=("residue_type", "distance", "angle"), device="cpu") -> Params:
     return default_params(
         structure={
-            "gvp": {"knn": 10, "node_scalar": 8, "node_vector": 2, "edge_scalar": 4, "layers": 1, "out_dim": 8},
-            "weights": weights,
+            "gvp": {
+                "knn": 10, "node_scalar": 8, "node_vector": 2, "edge_scalar": 4, "layers": 1, "out_dim": 8,
+                "weights": weights,
+            },
+            "gat": {"weights": weights},
             "device": device,
             "threads": 1,
             "train": {"epochs": 2, "batch_size": 2, "max_residues": 60, "tasks": tasks_, "pairs_per_protein": 8},

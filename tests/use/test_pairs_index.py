@@ -22,6 +22,17 @@ def test_default_pair_is_best_alignment_score(run_paths):
     assert "models/heads/llm-b__gdm-x.pt" in text and "R@10 0.50" in text and "n_test=6" in text
 
 
+def test_default_pair_never_picks_a_reference_encoder(tmp_path, monkeypatch):
+    monkeypatch.setenv("PROTALIGN_CACHE", str(tmp_path / "cache"))
+    paths = make_run(tmp_path / "repo", {("llm-a", "composition"): 0.9, ("llm-a", "gdm-x"): 0.1})
+    pair, _ = default_pair(paths)
+    assert pair == "llm-a__gdm-x"  # the composition floor scored higher, but it is a reference
+    assert resolve_pair(paths, "llm-a__composition").gdm == "composition"  # still usable by name
+    floor_only = make_run(tmp_path / "floor", {("llm-a", "composition"): 0.9})
+    with pytest.raises(UseError, match="reference"):
+        default_pair(floor_only)
+
+
 def test_any_trained_pair_can_be_named_even_without_metrics(run_paths):
     assert resolve_pair(run_paths, "llm-a__gdm-x").id == "llm-a__gdm-x"
     assert resolve_pair(run_paths, "llm-a-gdm-x").id == "llm-a__gdm-x"  # DVC matrix spelling

@@ -33,10 +33,11 @@ from protalign.analysis.findings_page import (  # noqa: F401  (STUDY_*: re-expor
     table1_beside,
 )
 from protalign.analysis.findings_render import Block, render_html, render_md
-from protalign.analysis.report import pairs
+from protalign.analysis.report import compared_pairs, pairs
 from protalign.params import Params
 from protalign.paths import Paths, pair_id
 from protalign.storage import read_json, write_text
+from protalign.structure.references import compared_gdms
 
 GRAPH_AND_3D = {"GearNet", "ScanNet"}  # the study's "graph + 3D structure" GDMs
 FINETUNED = re.compile(r"^(?P<base>.+?)[-_+](ft|lora|finetuned)$")
@@ -91,7 +92,7 @@ def compare_pairs(params: Params, arch: Archive, method: str, todo: list[tuple[t
 
 
 def gdm_kind_todo(params: Params) -> list[tuple[tuple, tuple]]:
-    fam = {g: GDM_FAMILY.get(g) for g in params.structure.gdms}
+    fam = {g: GDM_FAMILY.get(g) for g in compared_gdms(params.structure)}  # reference encoders stay out
     good = [g for g, f in fam.items() if f in GRAPH_AND_3D]
     rest = [g for g, f in fam.items() if f and f not in GRAPH_AND_3D]
     return [((llm, g), (llm, o)) for llm in params.pair_llms() for g in good for o in rest]
@@ -99,14 +100,14 @@ def gdm_kind_todo(params: Params) -> list[tuple[tuple, tuple]]:
 
 def llm_size_todo(params: Params) -> list[tuple[tuple, tuple]]:
     base = sorted((m for m in params.pair_llms() if not FINETUNED.match(m) and llm_size(m)), key=llm_size)
-    return [((big, g), (small, g)) for g in params.structure.gdms
+    return [((big, g), (small, g)) for g in compared_gdms(params.structure)
             for small, big in zip(base[:-1], base[1:], strict=True) if llm_size(big) > llm_size(small)]  # fmt: skip
 
 
 def finetune_todo(params: Params) -> list[tuple[tuple, tuple]]:
     llms = params.pair_llms()
     tuned = [(m, FINETUNED.match(m).group("base")) for m in llms if FINETUNED.match(m)]
-    return [((t, g), (b, g)) for t, b in tuned if b in llms for g in params.structure.gdms]
+    return [((t, g), (b, g)) for t, b in tuned if b in llms for g in compared_gdms(params.structure)]
 
 
 def finding_gdm_kind(params: Params, arch: Archive) -> Finding:
@@ -304,7 +305,7 @@ def run(params: Params, paths: Paths) -> list[Block]:
     corr = pd.read_csv(out / "properties" / "correlations.csv")
     f3, f4, f5 = finding_properties(params, corr)
     found = [finding_gdm_kind(params, arch), finding_llm_size(params, arch), f3, f4, f5,
-             finding_gdm_dim(params, paths), finding_depth(params, arch, prs), finding_finetune(params, arch)]
+             finding_gdm_dim(params, paths), finding_depth(params, arch, compared_pairs(params)), finding_finetune(params, arch)]
     shown = matrix.assign(method=matrix["method"].replace({V.LEAKY_METHOD: LEAKY_LABEL}))
     details = [*_rq2(paths), Block("h2", "Alignment matrix (CV, study score) and Table 1 per pair"),
                Block("table", shown.round(4)), Block("img", "alignment_matrix.png"),

@@ -22,7 +22,7 @@ from scipy import stats as sps
 
 from protalign.analysis import plots, stats
 from protalign.analysis.evidence import GAIN, Archive, Matrix, matrix_from_long
-from protalign.analysis.report import pairs
+from protalign.analysis.report import compared_pairs
 from protalign.analysis.verdicts import VERDICT_METHOD, NotTestable, Rules
 from protalign.corpus.clusters import cluster_column
 from protalign.errors import MissingArtifactError
@@ -86,7 +86,7 @@ def property_columns(identities) -> list[str]:
 def read_cv_scores(params: Params, paths: Paths, method: str, column: str = SCORE) -> dict[str, pd.Series]:
     """pair -> per-protein cross-validated `column` (seed mean) under `method`, indexed by id."""
     out = {}
-    for llm, gdm in pairs(params):
+    for llm, gdm in compared_pairs(params):
         path = paths.cv_per_protein(llm, gdm)
         if not path.exists():
             raise MissingArtifactError(f"no cross-validation scores for {llm}/{gdm} at {path} (run crossval)")
@@ -102,7 +102,7 @@ def gain_matrices(params: Params, paths: Paths, method: str) -> dict[str, Matrix
     """pair -> per-protein x seed rr gain over the control (the per-seed archive; else the seed-averaged
     reports/cv/<pair>.csv as one column), or the reason it is unavailable."""
     arch, out = Archive(paths), {}
-    for llm, gdm in pairs(params):
+    for llm, gdm in compared_pairs(params):
         try:
             out[pair_id(llm, gdm)] = arch.matrix(llm, gdm, method, GAIN)
         except NotTestable as missing:

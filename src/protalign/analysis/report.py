@@ -18,6 +18,7 @@ from protalign.errors import InputError, MissingArtifactError
 from protalign.params import Params
 from protalign.paths import Paths, pair_id
 from protalign.storage import read_json, write_text
+from protalign.structure.references import compared_gdms
 
 ALIGNMENT_CSV = "alignment.csv"
 ALIGNMENT_PNG = "alignment.png"
@@ -26,6 +27,12 @@ MATCHED_COSINE_PNG = "matched_cosine.png"
 
 def pairs(params: Params) -> list[tuple[str, str]]:
     return [(llm, gdm) for llm in params.pair_llms() for gdm in params.structure.gdms]
+
+
+def compared_pairs(params: Params) -> list[tuple[str, str]]:
+    """The pairs the findings, RQ2 and RQ3 compare: reference encoders (the composition floor) are left out."""
+    gdms = compared_gdms(params.structure)
+    return [(llm, gdm) for llm, gdm in pairs(params) if gdm in gdms]
 
 
 def table_columns(ks: tuple[int, ...]) -> list[str]:

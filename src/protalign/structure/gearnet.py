@@ -13,6 +13,7 @@ h' = BN_l(c). Output: concat of all h' (or the last), readout = sum over residue
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -209,6 +210,17 @@ class GearNetEncoder(StructureEncoder):
             load_torchdrug_state_dict(
                 self.net, torch.load(cfg["checkpoint"], map_location="cpu", weights_only=True)
             )
+
+    @classmethod
+    def from_released(cls, path, config: dict[str, Any]) -> GearNetEncoder | None:
+        """A TorchDrug GearNet-Edge state dict (bare, or an Engine checkpoint {"model": ...}) named as a GDM's
+        `weights`: imported as published (no training). None for our own checkpoints / state dicts ("net." keys)."""
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(payload, dict) or "format" in payload or any(str(k).startswith("net.") for k in payload):
+            return None
+        encoder = cls({**config, "checkpoint": str(path)})
+        encoder.config.update(checkpoint=None, released=Path(path).name)  # the state dict carries the tensors
+        return encoder
 
     @classmethod
     def config_from_params(cls, params) -> dict[str, Any]:

@@ -21,6 +21,8 @@ POOLINGS = ("mean", "max", "meanmax")
 
 # name -> "module:Class"; imported lazily so models do not import each other (add GearNet/GVP/ScanNet here)
 _ENCODERS: dict[str, str] = {
+    "composition": "protalign.structure.composition:CompositionEncoder",
+    "foldseek3di": "protalign.structure.foldseek3di:Foldseek3DiEncoder",
     "gat": "protalign.structure.gat:GATEncoder",
     "gearnet_edge": "protalign.structure.gearnet:GearNetEncoder",
     "gvp": "protalign.structure.gvp:GVPEncoder",
@@ -54,6 +56,10 @@ class StructureEncoder(nn.Module):
     name: str = ""
     node_keys: tuple[str, ...] = ("aa",)
     edge_keys: tuple[str, ...] = ()
+    # False: a fixed descriptor; train_structure records its method and version, nothing is fitted
+    trainable: bool = True
+    # True: a reference point (e.g. the no-3D floor), shown beside the GDMs but kept out of findings and use/
+    reference: bool = False
 
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__()
@@ -89,6 +95,12 @@ class StructureEncoder(nn.Module):
     @property
     def node_dim(self) -> int:
         raise NotImplementedError
+
+    @classmethod
+    def from_released(cls, path, config: dict[str, Any]) -> StructureEncoder | None:
+        """The encoder with weights imported from a file in its authors' released format, or None when `path`
+        is not such a file (train_structure then reads it as a torch checkpoint)."""
+        return None
 
     # --- shared ----------------------------------------------------------------------------------------------
     memory_factor: float = (
@@ -161,10 +173,29 @@ def encoder_class(name: str) -> type[StructureEncoder]:
     return getattr(importlib.import_module(module), cls)
 
 
+def base_name(name: str, params=None) -> str:
+    """The registered architecture behind a GDM name: a variant's base (params.structure.<alias>.base) or itself."""
+    return params.base(name) if params is not None and hasattr(params, "base") else name
+
+
+def is_trainable(name: str, params=None) -> bool:
+    return encoder_class(base_name(name, params)).trainable
+
+
+def is_reference(name: str, params=None) -> bool:
+    """A reference encoder (registry flag), e.g. the composition floor; names not registered (variants without
+    params, LLM pairs) are not."""
+    base = base_name(name, params)
+    return base in _ENCODERS and encoder_class(base).reference
+
+
 def build(name: str, params) -> StructureEncoder:
-    """A fresh encoder configured from `params.structure` (a StructureParams)."""
-    cls = encoder_class(name)
-    return cls({**cls.config_from_params(params), "residue_types": bool(params.residue_types)})
+    """A fresh encoder configured from `params.structure` (a StructureParams); a variant name builds its base
+    architecture from the variant's own settings section."""
+    base = base_name(name, params)
+    view = params.for_gdm(name) if hasattr(params, "for_gdm") else params
+    cls = encoder_class(base)
+    return cls({**cls.config_from_params(view), "residue_types": bool(params.residue_types)})
 
 
 def from_config(name: str, config: dict[str, Any]) -> StructureEncoder:

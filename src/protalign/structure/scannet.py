@@ -234,12 +234,19 @@ class ScanNetEncoder(StructureEncoder):
 
     @classmethod
     def config_from_params(cls, params) -> dict[str, Any]:
+        """Settings only: structure.scannet.weights is train_structure's (a released .h5 -> from_released)."""
         s = getattr(params, "scannet", None)
         return {
             "pooling": getattr(s, "pooling", None) or params.pooling,
-            "weights": getattr(s, "weights", None),
             "max_residues": int(getattr(s, "max_residues", 0) or 0),
         }
+
+    @classmethod
+    def from_released(cls, path, config: dict[str, Any]) -> ScanNetEncoder | None:
+        """The released Keras weights (ScanNet's models/ScanNet_PPI_noMSA.h5 etc.), imported and frozen."""
+        if Path(path).suffix.lower() not in (".h5", ".hdf5"):
+            return None
+        return cls({**config, "weights": str(path)})
 
     @property
     def node_dim(self) -> int:

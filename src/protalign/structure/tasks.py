@@ -48,7 +48,7 @@ def usable_tasks(tasks, residue_types: bool) -> tuple[str, ...]:
     if not rest:
         raise ValueError(
             "structure.residue_types is false (sequence-blind ablation), so the residue_type task has no targets "
-            "and structure.train.tasks has no other task; add distance/angle/ec or set structure.weights: random"
+            "and structure.train.tasks has no other task; add distance/angle/ec or set structure.<gdm>.weights: random"
         )
     log.info("structure.residue_types is false: dropping the residue_type pretraining task; training %s", list(rest))
     return rest

@@ -1,8 +1,11 @@
 """`train_structure@<gdm>`: self-supervised (+ optional EC) pretraining of a GDM, or random / external weights.
 
-`structure.weights`: `trained` trains here; `random` saves the seeded initial weights untrained (a baseline);
-any other value is a checkpoint path (`{gdm}` is replaced by the model name): our own format, or a bare state dict
-of the encoder that `params` build. Training uses only the split's `train` proteins; `val` picks the best epoch
+`structure.<gdm>.weights` (each GDM's own; a variant's in its own section): `trained` trains here; `random` saves
+the seeded initial weights untrained (a baseline); any other value is a path (`{gdm}` is replaced by the GDM
+name): a file in the authors' released format that the encoder imports (`from_released`, e.g. ScanNet's .h5),
+our own checkpoint format, or a bare state dict of the encoder that `params` build. A GDM the registry marks
+`trainable = False` (a fixed descriptor: foldseek3di, composition) has no weights: its checkpoint records the
+method and version, so the DAG keeps its shape. Training uses only the split's `train` proteins; `val` picks the best epoch
 (never `test`). Each step takes a random contiguous crop of at most `max_residues` residues per protein (the
 study cropped to 350) and optimises the sum of the `tasks` losses (tasks.py: masked residue type, Cα distance,
 Cα angle bins, EC class). Deterministic given `structure.train.seed`: one seed for the weights and dropout, seeded
@@ -265,10 +268,16 @@ def load_external(path: str | Path, gdm: str, params) -> tuple[StructureEncoder,
     """Encoder from a checkpoint file: our format (must be for `gdm`), or a bare state dict for `params`' model."""
     path = Path(path)
     if not path.is_file():
-        raise MissingArtifactError(f"structure.weights: checkpoint {path} not found")
+        raise MissingArtifactError(f"structure.{gdm}.weights: checkpoint {path} not found")
+    sp = params.structure
+    cls = registry.encoder_class(registry.base_name(gdm, sp))
+    config = {**cls.config_from_params(sp.for_gdm(gdm)), "residue_types": bool(sp.residue_types)}
+    released = cls.from_released(path, config)
+    if released is not None:  # the authors' format, imported as published (no training here)
+        return released.eval(), {"weights": str(path), "released": True, "best_epoch": None, "history": []}
     payload = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(payload, dict) and "format" in payload:
-        if payload.get("gdm") != gdm and payload.get("encoder") != registry.encoder_class(gdm).name:
+        if payload.get("gdm") != gdm and payload.get("encoder") != cls.name:
             raise ValueError(f"{path} holds a {payload.get('gdm')!r} model, not {gdm!r}")
         encoder, payload = load_checkpoint(path)
         return encoder, {**payload.get("summary", {}), "weights": str(path)}
@@ -297,7 +306,9 @@ def ec_labels(paths, ids: list[str], level: int) -> tuple[dict[str, int], list[s
 def run(params: Params, paths: Paths, gdm: str) -> dict[str, Any]:
     """Stage entry: train (or take random / external weights for) `gdm`; save `models/structure/<gdm>.pt`."""
     cfg = params.structure.train
-    weights = str(params.structure.weights)
+    if not registry.is_trainable(gdm, params.structure):
+        return _fixed(params, paths, gdm)
+    weights = str(params.structure.section(gdm).weights)
     tasks.check_tasks(cfg.tasks)
     if weights == "trained":
         cfg = dataclasses.replace(cfg, tasks=tasks.usable_tasks(cfg.tasks, params.structure.residue_types))
@@ -337,3 +348,18 @@ def run(params: Params, paths: Paths, gdm: str) -> dict[str, Any]:
         tracker.log_metrics({"seconds": summary["seconds"]})
     save_checkpoint(paths.structure_model(gdm), encoder, gdm, summary)
     return {k: v for k, v in summary.items() if k != "head_state_dict"}
+
+
+def _fixed(params: Params, paths: Paths, gdm: str) -> dict[str, Any]:
+    """A fixed descriptor (registry `trainable = False`): the checkpoint records its config, method and version
+    (no MLflow run: nothing is fitted or tracked)."""
+    encoder = registry.build(gdm, params.structure).eval()
+    summary = {
+        "weights": "none",
+        "trainable": False,
+        "method": encoder.config.get("method", encoder.name),
+        "best_epoch": None,
+        "history": [],
+    }
+    save_checkpoint(paths.structure_model(gdm), encoder, gdm, summary)
+    return summary

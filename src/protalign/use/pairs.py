@@ -15,11 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from protalign.errors import InputError
 from protalign.paths import Paths, split_pair
 from protalign.storage import file_sha256
+from protalign.structure.references import is_reference
 
 
-class UseError(ValueError):
+class UseError(InputError):
     """Bad input to embed/search/describe (unknown pair, pipeline not run, bad structure, empty query)."""
 
 
@@ -140,6 +142,9 @@ def default_pair(paths: Paths) -> tuple[str, str]:
             f"no trained heads in {paths.root / 'models' / 'heads'}: the pipeline has not run here "
             "(run `dvc repro` first, or cd to a repository that has run it)"
         )
+    available = [p for p in available if not is_reference(split_pair(p)[1])]  # never a reference (the floor)
+    if not available:
+        raise UseError("only reference encoders (e.g. composition) have trained heads: name a pair with --pair")
     headlines, scored = [], []
     for pair in available:
         cv = _read_metrics(paths.root / "metrics" / "cv" / f"{pair}.json") or {}
