@@ -167,6 +167,11 @@ class ScanNetParams:
 
 
 @dataclass(frozen=True)
+class ProteinMPNNParams:
+    variant: Literal["v_48_002", "v_48_010", "v_48_020", "v_48_030"]  # released vanilla weights (training noise Å)
+
+
+@dataclass(frozen=True)
 class StructureTrainParams:
     epochs: Count
     lr: Positive
@@ -187,6 +192,7 @@ class StructureParams:
     gearnet_edge: GearNetEdgeParams
     gvp: GVPParams
     scannet: ScanNetParams
+    proteinmpnn: ProteinMPNNParams
     pooling: Pooling
     threads: Count
     device: Device
