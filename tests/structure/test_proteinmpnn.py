@@ -26,8 +26,8 @@ ENTRIES = ["154L", "11AS", "1A2C", "1ANF"]
 TOL = 1e-5
 
 
-@pytest.fixture(scope="module")
-def models():
+def build_models():
+    """(our encoder, the package's full model), both with the released v_48_020 weights, eval mode."""
     state, info = M.released_state("v_48_020")
     ours = registry.from_config(
         "proteinmpnn", {"variant": "v_48_020", "num_edges": 48, "layers": 3, "pooling": "mean"}
@@ -40,6 +40,11 @@ def models():
     payload = torch.load(M.weights_file("v_48_020"), map_location="cpu", weights_only=True)
     theirs.load_state_dict(payload["model_state_dict"], strict=True)
     return ours.eval(), theirs.eval()
+
+
+@pytest.fixture(scope="module")
+def models():
+    return build_models()
 
 
 def package_inputs(structure, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -150,3 +155,28 @@ def test_rejects_ca_only_input(make_structure):
     enc = registry.from_config("proteinmpnn", {"variant": "v_48_020", "num_edges": 48, "layers": 3})
     with pytest.raises(ValueError, match="complete N, CA, C, O"):
         enc.featurize(make_structure(np.random.default_rng(0).normal(size=(10, 3)) * 5, ["A"] * 10))
+
+
+def test_train_structure_imports_the_released_weights(tmp_path, monkeypatch):
+    """No training: the checkpoint holds the package's encoder tensors, their file's sha256 and the variant."""
+    import hashlib
+
+    from params_helpers import default_params
+    from protalign.paths import Paths
+    from protalign.structure import train as train_stage
+
+    monkeypatch.setenv("PROTALIGN_MAIN_ROOT", str(tmp_path))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("DVC_EXP_NAME", raising=False)
+    paths = Paths(tmp_path)  # no split, no structures: nothing but the weights file is read
+    params = default_params(structure={"threads": 1})
+    summary = train_stage.run(params, paths, "proteinmpnn")
+    path = M.weights_file(params.structure.proteinmpnn.variant)
+    assert summary["weights"] == "released" and summary["best_epoch"] is None
+    assert summary["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert summary["source"].endswith("vanilla_model_weights/v_48_020.pt") and summary["num_edges"] == 48
+    enc, payload = train_stage.load_checkpoint(paths.structure_model("proteinmpnn"))
+    state, _ = M.released_state("v_48_020")
+    assert set(enc.state_dict()) == set(state) and not any(k.startswith("decoder") for k in state)
+    assert all(torch.equal(v, state[k]) for k, v in enc.state_dict().items())
+    assert payload["config"]["variant"] == "v_48_020"
