@@ -157,12 +157,16 @@ def test_rejects_ca_only_input(make_structure):
         enc.featurize(make_structure(np.random.default_rng(0).normal(size=(10, 3)) * 5, ["A"] * 10))
 
 
-def test_train_structure_imports_the_released_weights(tmp_path, monkeypatch):
-    """No training: the checkpoint holds the package's encoder tensors, their file's sha256 and the variant."""
+def test_train_structure_imports_the_released_weights(tmp_path, monkeypatch, real, models):
+    """No training: the checkpoint holds the package's encoder tensors, their file's sha256 and the variant;
+    embed_structure then embeds with them (complete residues pooled)."""
     import hashlib
 
     from params_helpers import default_params
+    from protalign.corpus.store import write_store
     from protalign.paths import Paths
+    from protalign.storage import load_embeddings
+    from protalign.structure import embed as embed_stage
     from protalign.structure import train as train_stage
 
     monkeypatch.setenv("PROTALIGN_MAIN_ROOT", str(tmp_path))
@@ -180,3 +184,12 @@ def test_train_structure_imports_the_released_weights(tmp_path, monkeypatch):
     assert set(enc.state_dict()) == set(state) and not any(k.startswith("decoder") for k in state)
     assert all(torch.equal(v, state[k]) for k, v in enc.state_dict().items())
     assert payload["config"]["variant"] == "v_48_020"
+    ids = ["154L", "1ANF"]
+    write_store(paths.structures, [real(i) for i in ids])
+    embed_stage.run(params, paths, "proteinmpnn")
+    emb = load_embeddings(paths.structure_embeddings("proteinmpnn"))
+    assert emb.ids == ids and emb.vectors.shape == (2, 128) and not emb.meta["skipped"]
+    ours, _ = models
+    with torch.inference_mode():
+        want = ours.embed(ours.collate([ours.featurize(real(i)) for i in ids])).numpy()
+    np.testing.assert_allclose(emb.vectors, want, atol=1e-5)
