@@ -171,6 +171,12 @@ class ScanNetParams:
 
 
 @dataclass(frozen=True)
+class ProteinMPNNParams:
+    variant: Literal["v_48_002", "v_48_010", "v_48_020", "v_48_030"]  # released vanilla weights (training noise Å)
+    weights: Weights  # trained = import the released weights of the package (no training)
+
+
+@dataclass(frozen=True)
 class CompositionParams:  # the no-3D floor (structure/composition.py); nothing trained
     parts: Annotated[tuple[Literal["aa", "length", "chains"], ...], NonEmpty]
 
@@ -209,6 +215,7 @@ class StructureParams:
     gearnet_edge: GearNetEdgeParams
     gvp: GVPParams
     scannet: ScanNetParams
+    proteinmpnn: ProteinMPNNParams
     composition: CompositionParams
     foldseek3di: Foldseek3DiParams
     pooling: Pooling

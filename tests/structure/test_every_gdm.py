@@ -27,6 +27,7 @@ def _expected_node_width(name: str) -> int:
         "gat": s.gat.hidden * s.gat.heads,
         "gearnet_edge": sum(s.gearnet_edge.hidden_dims),  # hidden layers concatenated, as TorchDrug
         "gvp": s.gvp.out_dim,
+        "proteinmpnn": 128,  # h_V of the released encoder (fixed by its weights)
         "scannet": 128,  # SCAN_filter_activity_aa of the released network (fixed by its architecture)
         "foldseek3di": 20,  # per-residue one-hot 3Di state
         "composition": 20,  # per-residue one-hot amino-acid type

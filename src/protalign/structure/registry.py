@@ -26,6 +26,7 @@ _ENCODERS: dict[str, str] = {
     "gat": "protalign.structure.gat:GATEncoder",
     "gearnet_edge": "protalign.structure.gearnet:GearNetEncoder",
     "gvp": "protalign.structure.gvp:GVPEncoder",
+    "proteinmpnn": "protalign.structure.proteinmpnn:ProteinMPNNEncoder",  # released weights (class: released)
     "scannet": "protalign.structure.scannet:ScanNetEncoder",
 }
 

@@ -1,6 +1,7 @@
 """`train_structure@<gdm>`: self-supervised (+ optional EC) pretraining of a GDM, or random / external weights.
 
-`structure.<gdm>.weights` (each GDM's own; a variant's in its own section): `trained` trains here; `random` saves
+`structure.<gdm>.weights` (each GDM's own; a variant's in its own section): `trained` trains here (an encoder class with `released = True`, e.g. ProteinMPNN, imports its published
+weights instead: no training); `random` saves
 the seeded initial weights untrained (a baseline); any other value is a path (`{gdm}` is replaced by the GDM
 name): a file in the authors' released format that the encoder imports (`from_released`, e.g. ScanNet's .h5),
 our own checkpoint format, or a bare state dict of the encoder that `params` build. A GDM the registry marks
@@ -290,6 +291,16 @@ def load_external(path: str | Path, gdm: str, params) -> tuple[StructureEncoder,
     return encoder.eval(), {"weights": str(path)}
 
 
+def import_released(gdm: str, params) -> tuple[StructureEncoder, dict[str, Any]]:
+    """An encoder whose class ships published weights (`released = True`, e.g. ProteinMPNN): build it, load them
+    (strict) and record where they came from and their sha256, so the checkpoint says which weights it holds."""
+    encoder = registry.build(gdm, params.structure)
+    state, info = encoder.released_state()
+    encoder.load_state_dict(state, strict=True)
+    return encoder.eval(), {**info, "weights": "released", "source": info["weights"], "best_epoch": None,
+                            "history": []}
+
+
 def ec_labels(paths, ids: list[str], level: int) -> tuple[dict[str, int], list[str]]:
     """EC class index per train id (first `level` digits; classes from the TRAIN split only) and the classes."""
     import pandas as pd
@@ -319,7 +330,9 @@ def run(params: Params, paths: Paths, gdm: str) -> dict[str, Any]:
     mlflow_params = {"gdm": gdm, **_flat("structure", params.structure)}
     t0 = time.perf_counter()
     with mlflow_run(paths, stage="train_structure", item=gdm, params=mlflow_params) as tracker:
-        if weights == "trained":
+        if weights == "trained" and getattr(registry.encoder_class(gdm), "released", False):
+            encoder, summary = import_released(gdm, params)  # published weights: imported, never trained here
+        elif weights == "trained":
             split = read_json(paths.split)
             store = open_store(paths)
             ec, classes = ({}, [])
