@@ -91,9 +91,9 @@ class RayEngine(Engine):
         self.c = compute
         self.threads = int(compute.threads)
         self.address = compute.ray.address or os.environ.get("RAY_ADDRESS") or None
+        if self.address:
+            _check_reachable(self.address)
         if not ray.is_initialized():
-            if self.address:
-                _check_reachable(self.address)
             try:
                 ray.init(
                     address=self.address, runtime_env=runtime_env(self.threads), include_dashboard=False,
@@ -123,6 +123,8 @@ class RayEngine(Engine):
     def map_shards(self, fn, shards, *, setup=None, setup_args=(), ledger=None):
         import ray
 
+        if not ray.is_initialized():  # never let a Ray call start a stray local cluster
+            raise ComputeError(f"the Ray connection to {self.address or 'the local cluster'} was shut down")
         n = self.workers()
         retries = int(self.c.ray.max_retries)
         actors: list[Any] = []
