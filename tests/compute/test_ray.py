@@ -222,3 +222,21 @@ def test_ledger_resume_recomputes_nothing_finished(tmp_path):
     assert calls == ["a,b", "c,d", "e"]
     assert [r["shard"] for r in map(json.loads, (tmp_path / "ledger.jsonl").read_text().splitlines())] == [
         "shard-000000", "shard-000001", "shard-000002"]  # fmt: skip
+
+
+def test_user_folder_embed_on_ray_equals_local(repo, ray_cluster):
+    """`protalign embed`'s two corpus-sized steps: parsing the user's files and the GDM forward."""
+    from protalign.structure.train import load_checkpoint
+    from protalign.use import embed as use_embed
+
+    files = sorted((repo.data / "structures").iterdir())
+    out = {}
+    for name, params in (("local", _params()), ("ray", _params("ray", 3, ray_cluster.address))):
+        rows, structures, failures = use_embed.parse_files(files, params)
+        encoder, _ = load_checkpoint(repo.structure_model("gat"))
+        encoder.pooling = params.structure.pooling
+        ids, array, failed = use_embed.encode_structures(encoder, structures, params)
+        out[name] = (repr(rows), [s.ca.tobytes() for s in structures], failures, ids, array.tobytes(), failed)
+    compute.engine_for(_params())
+    assert out["ray"] == out["local"]
+    assert len(out["local"][3]) == len(ENTRIES) and [f["id"] for f in out["local"][2]] == ["9BAD"]

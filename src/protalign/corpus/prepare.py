@@ -211,7 +211,7 @@ def _results(tasks: list, workers: int):
         yield from pool.imap(process_entry, tasks, chunksize=4)
 
 
-def _read_inputs(row: dict[str, str], data_dir: Path) -> dict[str, bytes]:
+def read_inputs(row: dict[str, str], data_dir: Path) -> dict[str, bytes]:
     """The entry's structure and FASTA bytes (what a worker without our filesystem needs); a missing file is left
     out, so the worker records the same skip as a local parse."""
     files = {}
@@ -222,20 +222,33 @@ def _read_inputs(row: dict[str, str], data_dir: Path) -> dict[str, bytes]:
     return files
 
 
-def _parse_shard(_state: Any, payload: tuple[list[tuple[dict[str, str], dict[str, bytes]]], Any]) -> list:
-    """Worker: write the shipped bytes into a private temp folder and parse them like the local engine does."""
+def parse_shard(_state: Any, payload: tuple[list[tuple[dict[str, str], dict[str, bytes]]], Any]) -> list:
+    """Worker: write the shipped bytes into a private temp folder (each file under its own numbered folder, by its
+    base name, so the format is still read from the extension and no manifest path can point outside) and parse
+    them like the local engine; the results name the manifest's own paths again."""
     import tempfile
 
     entries, cfg = payload
     out = []
     with tempfile.TemporaryDirectory(prefix="protalign-prepare-") as tmp:
-        for row, files in entries:
-            for rel, data in files.items():
-                (Path(tmp) / rel).parent.mkdir(parents=True, exist_ok=True)
-                (Path(tmp) / rel).write_bytes(data)
-            out.append(process_entry((row, tmp, cfg)))
-            for rel in files:
-                (Path(tmp) / rel).unlink()
+        for k, (row, files) in enumerate(entries):
+            local = dict(row)
+            for col in ("structure_file", "fasta_file"):
+                rel = (row.get(col) or "").strip()
+                if rel in files:
+                    target = Path(tmp) / f"{k}-{col}" / Path(rel).name
+                    target.parent.mkdir()
+                    target.write_bytes(files[rel])
+                    local[col] = str(target.relative_to(tmp))
+                elif rel:
+                    local[col] = f"{k}-{col}/missing"  # absent on the driver: the same "missing" skip
+            status, item, structure = process_entry((local, tmp, cfg))
+            rel = row["structure_file"].strip()
+            if status == "ok":
+                item["structure_file"] = rel
+            else:
+                item = (item[0], rel, item[2])
+            out.append((status, item, structure))
     return out
 
 
@@ -246,12 +259,12 @@ def _engine_results(engine: compute.Engine, rows: list[dict[str, str]], data_dir
     def _shards():
         for shard in compute.cut([r["id"].strip() for r in rows], params.compute.shard_size):
             chunk = rows[shard.index * params.compute.shard_size :][: len(shard.ids)]
-            entries = [(r, _read_inputs(r, data_dir)) for r in chunk]
+            entries = [(r, read_inputs(r, data_dir)) for r in chunk]
             digest = content_key([(r, sorted((k, hashlib.sha256(v).hexdigest()) for k, v in f.items()))
                                   for r, f in entries])  # fmt: skip
             yield f"{shard.name}-{digest}", list(shard.ids), (entries, cfg)
 
-    for result in engine.map_shards(_parse_shard, _shards(), ledger=ledger):
+    for result in engine.map_shards(parse_shard, _shards(), ledger=ledger):
         yield from result
     ShardLedger.keep_record(ledger.root)  # every result is consumed: the resume state is spent
     shutil.rmtree(ledger.root, ignore_errors=True)
