@@ -97,6 +97,8 @@ def test_stages_on_ray_equal_local_bytes_at_two_shard_sizes(repo, ray_cluster, s
     times: dict[str, list[float]] = {}
     # prepare: a fresh root per run (the store is written once per root)
     local_prepared = _digest(repo.prepared / "structures") | {"proteins": _digest(repo.prepared)["proteins.parquet"]}
+    _data(shared_data, tmp_path / "prep-local" / "data")
+    times["prepare"] = [_timed(prepare.run, _params(), Paths(tmp_path / "prep-local"))]
     for size in SHARD_SIZES:
         root = tmp_path / f"prep-{size}"
         _data(shared_data, root / "data")
@@ -115,7 +117,7 @@ def test_stages_on_ray_equal_local_bytes_at_two_shard_sizes(repo, ray_cluster, s
             times.setdefault(stage, []).append(_timed(run, _params("ray", size, ray_cluster.address), repo, arg))
             assert _digest(out) == local, f"{stage} on ray (shard_size {size}) differs from local"
         times[stage].insert(0, local_time)
-    print(f"\nwall s [local, ray@{SHARD_SIZES}] (prepare: ray only): {json.dumps(times)}")
+    print(f"\nwall s [local, ray@{SHARD_SIZES}]: {json.dumps(times)}")
 
 
 def _fold_jobs(n_jobs: int = 4):

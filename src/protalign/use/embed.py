@@ -18,7 +18,7 @@ import numpy as np
 
 from protalign import compute
 from protalign.corpus.local import EXTENSIONS, entry_id, fasta_for, split_extension
-from protalign.corpus.prepare import parse_shard, read_inputs, process_entry, write_proteins
+from protalign.corpus.prepare import parse_shard, process_entry, read_inputs, write_proteins
 from protalign.devices import resolve_device
 from protalign.paths import Paths
 from protalign.storage import EmbeddingSet, atomic_path, save_embeddings
