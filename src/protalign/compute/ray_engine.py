@@ -136,6 +136,7 @@ class RayEngine(Engine):
             )
         pending: collections.deque = collections.deque()
         submitted = 0
+        args_ref = None  # held until every shard is done: a restarted actor needs its arguments again
         try:
             for name, ids, payload in shards:
                 saved = ledger.get(name, ids) if ledger is not None else None
@@ -146,10 +147,8 @@ class RayEngine(Engine):
                     if setup is None:
                         future = task.remote(fn, ref, self.threads)
                     else:
-                        if len(actors) < n:
-                            args_ref = getattr(self, "_args_ref", None) if actors else None
-                            if args_ref is None:
-                                self._args_ref = args_ref = ray.put(setup_args)
+                        if len(actors) < n:  # started on demand: a fully resumed stage starts none
+                            args_ref = args_ref or ray.put(setup_args)  # once: e.g. the encoder's weights
                             actors.append(actor_cls.remote(setup, args_ref, self.threads))
                         future = actors[submitted % len(actors)].run.remote(fn, ref)
                     submitted += 1
@@ -159,7 +158,6 @@ class RayEngine(Engine):
             while pending:
                 yield self._finish(pending.popleft(), ledger)
         finally:
-            self._args_ref = None
             for actor in actors:
                 ray.kill(actor, no_restart=True)
 

@@ -226,7 +226,8 @@ def embed_texts_sharded(
         for k, g in enumerate(groups)
     )  # fmt: skip
     vectors = np.zeros((len(ids), llm.width), dtype=np.float32)
-    reused = len(ledger.done())
+    done = ledger.done()
+    reused = sum(len(g) for k, g in enumerate(groups) if f"shard-{k:06d}" in done)  # batches, as embed_texts
     results = engine.map_shards(_forward_shard, shards, setup=_load_for_actor, setup_args=load_args, ledger=ledger)
     for g, arrays in zip(groups, results, strict=True):
         for rows, array in zip(g, arrays, strict=True):
