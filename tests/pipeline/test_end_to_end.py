@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -81,6 +82,18 @@ PAIR_KEYS = {"gain", "gain_lo", "gain_hi", "score", "r10"}
 
 def _leaves(tree) -> list:
     return [x for v in tree.values() for x in _leaves(v)] if isinstance(tree, dict) else [tree]
+
+
+def test_readme_headline_view_is_at_most_ten_metric_columns_per_llm(pipeline_run):
+    """The README's `dvc exp show` headline recipe, run on the default-shaped run: <= 10 metric columns per LLM."""
+    readme = (pipeline_run.root / "README.md").read_text()
+    drop = re.search(r"dvc exp show --drop '([^']+)'\s+# headline view", readme).group(1)
+    header = pipeline_run.run("dvc", "exp", "show", "--csv", "--drop", drop).stdout.splitlines()[0].split(",")
+    metric_cols = [c for c in header if "__" in c]
+    llms = _params(pipeline_run).align.llms
+    per_llm = {llm: [c for c in metric_cols if c.split("__")[0] == llm] for llm in llms}
+    assert all(0 < len(cols) <= 10 for cols in per_llm.values()), per_llm
+    assert len(metric_cols) == sum(map(len, per_llm.values())) == len(_pairs(pipeline_run))  # the gain, per pair
 
 
 def test_exp_show_is_the_summary_only(pipeline_run):
