@@ -53,7 +53,7 @@ def test_hub_entry_is_a_valid_config_and_fails_clearly_offline(name, monkeypatch
     org, _, model = spec.source.partition("/")
     assert org and model and spec.width > 0 and spec.pooling in llms.POOLINGS
     assert E.resolve_pooling(PARAMS.embed_text.pooling, spec.pooling) == "last_token"
-    kwargs = llms._hub_kwargs(llms.resolve_device(PARAMS.embed_text.device), PARAMS.embed_text.quantize_4bit)
+    kwargs = llms._hub_kwargs(llms.resolve_device(PARAMS.embed_text.device).type, PARAMS.embed_text.quantize_4bit)
     assert "token" in kwargs
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(RuntimeError, match=rf"{name}.*{spec.source}.*HF_TOKEN"):
