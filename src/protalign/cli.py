@@ -111,6 +111,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     params = _load_params(args.params)
     paths = Paths(Path.cwd())
+    if params.compute.engine != "local":  # connect once; stages (and cv._map) dispatch through it
+        from protalign import compute
+
+        compute.engine_for(params)
     if args.command == "fetch":
         from protalign.corpus import fetch
 

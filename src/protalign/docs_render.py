@@ -116,27 +116,25 @@ def render_verdicts(root: Path, src: str) -> list[str]:
     return _table(["finding", "question", "claim (the study's)", "verdict here"], rows) + ["", f"Source: `{src}`."]
 
 
-def render_summary(root: Path, src: str) -> list[str]:
-    """The run's answer as `protalign show` prints it: pairs ranked by headline gain, intervals, chance."""
+def _summary_lines(root: Path, src: str, render) -> list[str]:
+    """`render(summary)` of a summarize_run summary.json, with a clear error when it is missing or malformed."""
     path = root / src
     if not path.is_file():
         raise DocsError(f"{src}: no such file (run the pipeline, or fix the marker)")
     try:
-        lines = run_summary.render_markdown(json.loads(path.read_text()))
+        return render(json.loads(path.read_text()))
     except (ValueError, KeyError, TypeError) as e:
         raise DocsError(f"{src}: {e}") from e
-    return lines + ["", f"Source: `{src}` (`protalign show`)."]
+
+
+def render_summary(root: Path, src: str) -> list[str]:
+    """The run's answer as `protalign show` prints it: pairs ranked by headline gain, intervals, chance."""
+    return _summary_lines(root, src, run_summary.render_markdown) + ["", f"Source: `{src}` (`protalign show`)."]
 
 
 def render_summary_matrix(root: Path, src: str) -> list[str]:
     """The same summary as a GDM x LLM matrix (stays short however many pairs a run has)."""
-    path = root / src
-    if not path.is_file():
-        raise DocsError(f"{src}: no such file (run the pipeline, or fix the marker)")
-    try:
-        lines = run_summary.render_matrix(json.loads(path.read_text()))
-    except (ValueError, KeyError, TypeError) as e:
-        raise DocsError(f"{src}: {e}") from e
+    lines = _summary_lines(root, src, run_summary.render_matrix)
     return lines + ["", f"Source: `{src}` (`protalign show` prints it ranked)."]
 
 

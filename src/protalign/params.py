@@ -292,6 +292,23 @@ class AnalysisParams:  # cross-validation of the heads and the statistics of the
 
 
 @dataclass(frozen=True)
+class RayParams:  # used when compute.engine is ray
+    address: str | None  # null: env RAY_ADDRESS, else a local cluster started in this process
+    cpus: Positive  # per worker (task or actor)
+    gpus: NonNegFloat  # per worker; > 1 lets one LLM actor span several GPUs (device_map auto)
+    memory_gb: NonNegFloat  # per worker, reserved with Ray's scheduler (0: no reservation)
+    max_retries: NonNegInt  # a shard whose worker died is rerun this many times
+
+
+@dataclass(frozen=True)
+class ComputeParams:  # where the corpus-sized stages run; outputs are byte-identical either way
+    engine: Literal["local", "ray"]
+    shard_size: Count  # ids per shard (unit of distribution and of resume)
+    threads: Count  # torch threads in each Ray worker (1 = the local engine's per-process count)
+    ray: RayParams
+
+
+@dataclass(frozen=True)
 class Params:
     seed: Seed
     fetch: FetchParams
@@ -305,6 +322,7 @@ class Params:
     align: AlignParams
     evaluate: EvaluateParams
     analysis: AnalysisParams
+    compute: ComputeParams
 
     def pair_llms(self) -> tuple[str, ...]:
         """Text models paired with every GDM: `align.llms`, or every embedded LLM when that list is empty."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -75,12 +76,24 @@ def test_second_repro_is_a_noop(pipeline_run):
     assert "up to date" in (res.stdout + res.stderr).lower(), res.stdout
 
 
-PAIRS = ("smollm2-135m__gat", "smollm2-135m+lora__gat")  # tests/pipeline_params.yaml: 2 LLMs x 1 GDM
+
 PAIR_KEYS = {"gain", "gain_lo", "gain_hi", "score", "r10"}
 
 
 def _leaves(tree) -> list:
     return [x for v in tree.values() for x in _leaves(v)] if isinstance(tree, dict) else [tree]
+
+
+def test_readme_headline_view_is_at_most_ten_metric_columns_per_llm(pipeline_run):
+    """The README's `dvc exp show` headline recipe, run on the default-shaped run: <= 10 metric columns per LLM."""
+    readme = (pipeline_run.root / "README.md").read_text()
+    drop = re.search(r"dvc exp show --drop '([^']+)'\s+# headline view", readme).group(1)
+    header = pipeline_run.run("dvc", "exp", "show", "--csv", "--drop", drop).stdout.splitlines()[0].split(",")
+    metric_cols = [c for c in header if "__" in c]
+    llms = _params(pipeline_run).align.llms
+    per_llm = {llm: [c for c in metric_cols if c.split("__")[0] == llm] for llm in llms}
+    assert all(0 < len(cols) <= 10 for cols in per_llm.values()), per_llm
+    assert len(metric_cols) == sum(map(len, per_llm.values())) == len(_pairs(pipeline_run))  # the gain, per pair
 
 
 def test_exp_show_is_the_summary_only(pipeline_run):
@@ -90,23 +103,21 @@ def test_exp_show_is_the_summary_only(pipeline_run):
     assert set(metrics) == {"reports/summary.json"}, sorted(metrics)
     shown = _leaves(metrics["reports/summary.json"]["data"])
     summary = json.loads((pipeline_run.root / "reports" / "summary.json").read_text())
-    assert set(summary) == {*PAIRS, "chance"}
-    for pair in PAIRS:
+    pairs = _pairs(pipeline_run)
+    assert set(summary) == {*pairs, "chance"}
+    for pair in pairs:
         assert set(summary[pair]) == PAIR_KEYS  # every pair's headline key is there
         test = json.loads((pipeline_run.root / "metrics" / f"{pair}.json").read_text())
         assert (
             summary[pair]["score"] == test["alignment_score"]
             and summary[pair]["r10"] == test["recall@10_t2s"]
         )
-        # TODO(issue 15): crossval does not write `headline_gain` yet, so gain/gain_lo/gain_hi may be null here;
-        # once it does, assert `summary[pair]["gain"] is not None` and `len(shown) == 5 * len(PAIRS) + 3`.
+        assert None not in (summary[pair]["gain"], summary[pair]["gain_lo"], summary[pair]["gain_hi"]), pair
     assert set(summary["chance"]) == {"r10", "n_min", "n_max"}
     # DVC leaves null values out of `exp show`: the width is the summary's non-null values, <= 5 per pair + 3
     non_null = [v for v in _leaves(summary) if v is not None]
-    assert len(shown) == len(non_null) <= 5 * len(PAIRS) + 3, shown
-    print(
-        f"dvc exp show --json: {len(shown)} metric values for {len(PAIRS)} pairs (bound {5 * len(PAIRS) + 3})"
-    )
+    assert len(shown) == len(non_null) == 5 * len(pairs) + 3, shown
+    print(f"dvc exp show --json: {len(shown)} metric values for {len(pairs)} pairs")
 
 
 def test_protalign_show_ends_the_run_with_the_answer(pipeline_run):
@@ -124,7 +135,9 @@ def test_training_runs_are_in_mlflow(pipeline_run):
         names = {r[0] for r in con.execute("select name from runs")}
         tags = dict(con.execute("select key, value from tags where key in ('git_commit', 'data_dvc_md5')"))
     assert {f"align@{pair}" for pair in _pairs(pipeline_run)} <= names, names
-    assert {f"train_structure@{gdm}" for gdm in _params(pipeline_run).structure.gdms} <= names, names
+    p = _params(pipeline_run)  # fixed descriptors (foldseek3di, composition) train nothing: no MLflow run
+    trained = {gdm for gdm in p.structure.gdms if registry.is_trainable(gdm, p.structure)}
+    assert trained and {f"train_structure@{gdm}" for gdm in trained} <= names, names
     assert len(tags.get("git_commit", "")) == 40 and tags.get("data_dvc_md5", "unknown") != "unknown"
 
 

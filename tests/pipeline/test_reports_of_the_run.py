@@ -15,6 +15,7 @@ import yaml
 from PIL import Image
 
 from protalign.params import load_params
+from protalign.structure.references import is_reference
 
 pytestmark = pytest.mark.pipeline
 
@@ -55,10 +56,12 @@ def test_findings_render_every_finding_and_every_pair(pipeline_run):
     ) in FINDINGS:  # each finding ends with a verdict (reproduced / not reproduced / inconclusive / ...)
         section = md.split(f"## {key}", 1)[1].split("\n## ", 1)[0]
         assert "Verdict" in section or "not testable here" in section, (key, section[:500])
-    for pair in _pairs(pipeline_run):  # RQ2 table and depth table name every pair
+    compared = [pair for pair in _pairs(pipeline_run) if not is_reference(pair.split("__")[1])]
+    assert compared
+    for pair in compared:  # RQ2 table and depth table name every pair (reference encoders are kept out)
         assert pair in md and pair in page, pair
     p = _params(pipeline_run)
-    for name in (*p.align.llms, *p.structure.gdms):
+    for name in (*p.align.llms, *(g for g in p.structure.gdms if not is_reference(g))):
         assert name in md and name in page, name
     images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
     assert images and all((reports / i).is_file() for i in images), images
@@ -89,7 +92,7 @@ def test_head_depth_writes_every_depth_for_every_pair(pipeline_run):
         metric_files = sorted(f.name for f in (root / "metrics" / "depth" / pair).iterdir())
         assert metric_files == [f"L{d}.json" for d in depths], (pair, metric_files)
         table_files = sorted(f.name for f in (root / "reports" / "depth" / pair).iterdir())
-        assert table_files == [f"L{d}.csv" for d in depths], (pair, table_files)
+        assert table_files == sorted(f"L{d}{ext}" for d in depths for ext in (".csv", ".seeds.csv.gz")), (pair, table_files)
         primary = p.split.method  # head_depth cross-validates under the primary split's method only
         for d in depths:
             m = json.loads((root / "metrics" / "depth" / pair / f"L{d}.json").read_text())
@@ -100,9 +103,17 @@ def test_head_depth_writes_every_depth_for_every_pair(pipeline_run):
             assert set(rows["method"]) == {primary} and rows["score"].notna().all(), (pair, d)
         cv = json.loads((root / "metrics" / "cv" / f"{pair}.json").read_text())
         layers = p.align.structure_layers  # the saved heads' depth is reused from crossval, not refitted
-        if layers in depths:
-            reused = json.loads((root / "metrics" / "depth" / pair / f"L{layers}.json").read_text())
-            assert reused["methods"][primary] == cv["methods"][primary], pair
+        if layers in depths:  # same fits: the depth archive's rows are crossval's rows of the depth seeds
+            keys = ["id", "seed", "rr", "score"]
+            reused = pd.read_csv(root / "reports" / "depth" / pair / f"L{layers}.seeds.csv.gz")
+            full = pd.read_csv(root / "reports" / "cv" / f"{pair}.seeds.csv.gz")
+            full = full[(full["method"] == primary) & full["seed"].isin(p.analysis.depth_seeds)]
+            reused = reused[reused["method"] == primary]
+            pd.testing.assert_frame_equal(
+                reused[keys].sort_values(["seed", "id"]).reset_index(drop=True),
+                full[keys].sort_values(["seed", "id"]).reset_index(drop=True),
+            )
+            assert cv["methods"][primary]["n_seeds"] == len(p.analysis.seeds), pair
     table = pd.read_csv(root / "reports" / "depth.csv")
     assert sorted(zip(table["pair"], table["layers"], strict=True)) == sorted(
         (pair, d) for pair in _pairs(pipeline_run) for d in depths

@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from protalign import compute
 from protalign.align.evaluate import control_pairing, loss_line, lost_with_reasons
 from protalign.align.heads import MAX_STRUCTURE_LAYERS, build_heads
 from protalign.align.metrics import cosine_matrix, reciprocal_ranks, retrieval_ranks
@@ -123,6 +124,8 @@ def _map(fn, jobs: list, workers: int) -> list:
     safe because each worker sets ONE torch thread before any torch work (as DataLoader workers do), so OpenMP never
     reuses the parent's thread pool in the child.
     """
+    if (engine := compute.current()).name != "local":  # compute.engine: ray (set by the stage's params)
+        return engine.map_jobs(fn, jobs)
     if workers <= 1 or len(jobs) <= 1:
         return [fn(job) for job in jobs]
     ctx = multiprocessing.get_context(

@@ -14,6 +14,7 @@ import hashlib
 import io
 import math
 import multiprocessing
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,8 @@ import numpy as np
 import pyarrow as pa
 from tqdm import tqdm
 
+from protalign import compute
+from protalign.compute.shards import ShardLedger, content_key
 from protalign.corpus.fasta import FastaEntity, parse_fasta
 from protalign.corpus.store import ProteinStructure, StructureStoreWriter
 from protalign.corpus.structures import (
@@ -208,6 +211,65 @@ def _results(tasks: list, workers: int):
         yield from pool.imap(process_entry, tasks, chunksize=4)
 
 
+def read_inputs(row: dict[str, str], data_dir: Path) -> dict[str, bytes]:
+    """The entry's structure and FASTA bytes (what a worker without our filesystem needs); a missing file is left
+    out, so the worker records the same skip as a local parse."""
+    files = {}
+    for col in ("structure_file", "fasta_file"):
+        rel = (row.get(col) or "").strip()
+        if rel and (data_dir / rel).is_file():
+            files[rel] = (data_dir / rel).read_bytes()
+    return files
+
+
+def parse_shard(_state: Any, payload: tuple[list[tuple[dict[str, str], dict[str, bytes]]], Any]) -> list:
+    """Worker: write the shipped bytes into a private temp folder (each file under its own numbered folder, by its
+    base name, so the format is still read from the extension and no manifest path can point outside) and parse
+    them like the local engine; the results name the manifest's own paths again."""
+    import tempfile
+
+    entries, cfg = payload
+    out = []
+    with tempfile.TemporaryDirectory(prefix="protalign-prepare-") as tmp:
+        for k, (row, files) in enumerate(entries):
+            local = dict(row)
+            for col in ("structure_file", "fasta_file"):
+                rel = (row.get(col) or "").strip()
+                if rel in files:
+                    target = Path(tmp) / f"{k}-{col}" / Path(rel).name
+                    target.parent.mkdir()
+                    target.write_bytes(files[rel])
+                    local[col] = str(target.relative_to(tmp))
+                elif rel:
+                    local[col] = f"{k}-{col}/missing"  # absent on the driver: the same "missing" skip
+            status, item, structure = process_entry((local, tmp, cfg))
+            rel = row["structure_file"].strip()
+            if status == "ok":
+                item["structure_file"] = rel
+            else:
+                item = (item[0], rel, item[2])
+            out.append((status, item, structure))
+    return out
+
+
+def _engine_results(engine: compute.Engine, rows: list[dict[str, str]], data_dir: Path, cfg: Any, params: Any, cache):
+    """Parse results in manifest (id) order, shard by shard on `engine`; finished shards are reused on a rerun."""
+    ledger = ShardLedger(Path(cache) / "prepare" / content_key(str(data_dir), repr(cfg), params.compute.shard_size))
+
+    def _shards():
+        for shard in compute.cut([r["id"].strip() for r in rows], params.compute.shard_size):
+            chunk = rows[shard.index * params.compute.shard_size :][: len(shard.ids)]
+            entries = [(r, read_inputs(r, data_dir)) for r in chunk]
+            digest = content_key([(r, sorted((k, hashlib.sha256(v).hexdigest()) for k, v in f.items()))
+                                  for r, f in entries])  # fmt: skip
+            yield f"{shard.name}-{digest}", list(shard.ids), (entries, cfg)
+
+    for result in engine.map_shards(parse_shard, _shards(), ledger=ledger):
+        yield from result
+    ShardLedger.keep_record(ledger.root)  # every result is consumed: the resume state is spent
+    shutil.rmtree(ledger.root, ignore_errors=True)
+
+
 def write_skipped(path: Path, skipped: list[tuple[str, str, str]]) -> None:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -229,10 +291,13 @@ def run(params: Any, paths: Any, workers: int | None = None) -> dict[str, int]:
     kept: list[dict[str, Any]] = []
     skipped: list[tuple[str, str, str]] = []
     writer = StructureStoreWriter(paths.structures)
+    engine = compute.engine_for(params) if hasattr(params, "compute") else compute.LocalEngine()
+    if engine.name == "local":
+        results = _results(tasks, workers)
+    else:
+        results = _engine_results(engine, rows, Path(paths.data), cfg, params, paths.cache)
     try:
-        for status, item, structure in tqdm(
-            _results(tasks, workers), total=len(tasks), desc="prepare", unit="entry"
-        ):
+        for status, item, structure in tqdm(results, total=len(tasks), desc="prepare", unit="entry"):
             if status == "ok":
                 assert isinstance(structure, ProteinStructure)
                 writer.add(structure)

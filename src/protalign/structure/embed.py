@@ -17,6 +17,7 @@ from __future__ import annotations
 import collections
 import logging
 import multiprocessing
+import shutil
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -26,6 +27,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from protalign import compute
+from protalign.compute.shards import ShardLedger, group
 from protalign.devices import resolve_device
 from protalign.errors import MissingArtifactError, check_losses
 from protalign.params import Params
@@ -168,6 +171,37 @@ def embed_samples(
     return vectors, skipped
 
 
+def _actor_encoder(encoder: StructureEncoder, device_name: str) -> tuple[StructureEncoder, torch.device]:
+    """Ray actor setup: the encoder (shipped once through the object store) on the actor's device."""
+    device = resolve_device(device_name, "structure.device")
+    return encoder.eval().to(device), device
+
+
+def _embed_shard(state, chunks: list[list[Sample]]) -> list[tuple[list[tuple[str, np.ndarray]], list[dict]]]:
+    encoder, device = state
+    return [_embed_chunk(encoder, chunk, device) for chunk in chunks]
+
+
+def embed_sharded(
+    engine: compute.Engine, encoder: StructureEncoder, samples: Iterable[Sample], batch_size: int,
+    device_name: str, max_gb: float | None, shard_size: int, ledger: ShardLedger | None,
+) -> tuple[dict[str, np.ndarray], list[dict]]:
+    """`embed_samples` on an engine: the driver featurizes and cuts the same batches as one process would; shards
+    are runs of whole batches (~shard_size proteins) sent to encoder actors, so every vector is the same."""
+    skipped: list[dict] = []
+    chunks = sample_chunks(_fits(encoder, samples, max_gb, skipped), batch_size, MAX_BATCH_RESIDUES)
+    shards = (
+        (f"shard-{k:06d}", [s["id"] for c in g for s in c], g) for k, g in enumerate(group(chunks, len, shard_size))
+    )
+    vectors: dict[str, np.ndarray] = {}
+    setup_args = (encoder.cpu(), device_name)
+    for result in engine.map_shards(_embed_shard, shards, setup=_actor_encoder, setup_args=setup_args, ledger=ledger):
+        for pairs, failed in result:
+            vectors.update(pairs)
+            skipped.extend(failed)
+    return vectors, skipped
+
+
 def run(params: Params, paths: Paths, gdm: str) -> dict[str, Any]:
     """Stage entry: embed all proteins of the store with the trained `gdm`; write embeddings/structure/<gdm>/."""
     set_threads(params)
@@ -203,10 +237,22 @@ def run(params: Params, paths: Paths, gdm: str) -> dict[str, Any]:
     workers = max(1, int(params.structure.threads)) if device.type == "cpu" else 1
     if workers > 1:
         torch.set_num_threads(1)  # the main process only featurizes; 2 threads here would fight the workers
-    vectors, failed = embed_samples(
-        encoder, _featurized(), params.structure.train.batch_size, device, params.structure.max_embed_gb,
-        workers=workers, total=len(ids),
-    )  # fmt: skip
+    engine = compute.engine_for(params)
+    if engine.name == "local":
+        vectors, failed = embed_samples(
+            encoder, _featurized(), params.structure.train.batch_size, device, params.structure.max_embed_gb,
+            workers=workers, total=len(ids),
+        )  # fmt: skip
+    else:
+        key = compute.shards.content_key(
+            file_sha256(model_path), pooling, params.structure.train.batch_size, params.structure.max_embed_gb, ids
+        )
+        shard_dir = paths.cache / "embed_structure" / f"{gdm}-{key}"
+        ledger = ShardLedger(shard_dir / f"shards-{params.compute.shard_size}")
+        vectors, failed = embed_sharded(
+            engine, encoder, _featurized(), params.structure.train.batch_size, params.structure.device,
+            params.structure.max_embed_gb, params.compute.shard_size, ledger,
+        )  # fmt: skip
     skipped += failed
     for s in skipped:
         log.warning("embed_structure@%s: skipped %s (%s)", gdm, s["id"], s["reason"])
@@ -227,4 +273,7 @@ def run(params: Params, paths: Paths, gdm: str) -> dict[str, Any]:
         "n_skipped": len(skipped),
     }
     save_embeddings(paths.structure_embeddings(gdm), EmbeddingSet(ids=kept, vectors=array, meta=meta))
+    if engine.name != "local":
+        ShardLedger.keep_record(shard_dir)
+        shutil.rmtree(shard_dir, ignore_errors=True)  # resume state is spent once the artifact exists
     return {"n": len(kept), "n_skipped": len(skipped), "dim": int(array.shape[1])}

@@ -24,6 +24,8 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from protalign import compute
+from protalign.compute.shards import ShardLedger, group
 from protalign.errors import MissingArtifactError, check_losses
 from protalign.params import Params
 from protalign.paths import Paths
@@ -200,6 +202,47 @@ def embed_texts(
     return vectors, stats
 
 
+def _load_for_actor(spec, cache, device, dtype, quantize_4bit) -> LoadedLLM:
+    """Ray actor setup: the model once per actor (gpus > 1 per actor: hub models spread with device_map auto)."""
+    return load_llm(spec, cache=cache, device=device, dtype=dtype, quantize_4bit=quantize_4bit)
+
+
+def _forward_shard(llm: LoadedLLM, payload: tuple[list[list[list[int]]], str]) -> list[np.ndarray]:
+    batches, pooling = payload
+    return [forward(llm, batch, pooling) for batch in batches]
+
+
+def embed_texts_sharded(
+    engine: compute.Engine, llm: LoadedLLM, load_args: tuple, ids: Sequence[str], texts: Sequence[str],
+    pooling: str, max_length: int, batch_size: int, batch_tokens: int | None, shard_size: int, ledger: ShardLedger,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """`embed_texts` on an engine: the driver tokenizes and plans the batches exactly as one process would, shards
+    are runs of whole batches (~shard_size texts), workers (one model per actor) forward them: same floats."""
+    tokens, n_truncated = tokenize(llm, texts, max_length)
+    plan = plan_batches(ids, [len(t) for t in tokens], batch_size, batch_tokens)
+    groups = list(group(plan, len, shard_size))
+    shards = (
+        (f"shard-{k:06d}", [ids[i] for rows in g for i in rows], ([[tokens[i] for i in rows] for rows in g], pooling))
+        for k, g in enumerate(groups)
+    )  # fmt: skip
+    vectors = np.zeros((len(ids), llm.width), dtype=np.float32)
+    done = ledger.done()
+    reused = sum(len(g) for k, g in enumerate(groups) if f"shard-{k:06d}" in done)  # batches, as embed_texts
+    results = engine.map_shards(_forward_shard, shards, setup=_load_for_actor, setup_args=load_args, ledger=ledger)
+    for g, arrays in zip(groups, results, strict=True):
+        for rows, array in zip(g, arrays, strict=True):
+            bad = [ids[rows[k]] for k in np.where(~np.isfinite(array).all(axis=1))[0]]
+            if bad:
+                raise FloatingPointError(f"{llm.spec.name}: non-finite embedding for {len(bad)} text(s): {bad[:10]}")
+            vectors[rows] = array
+    padded = sum(len(rows) * max(len(tokens[i]) for i in rows) for rows in plan)
+    stats = {
+        "n_truncated": int(n_truncated), "n_batches": len(plan), "n_batches_reused": reused,
+        "tokens": int(sum(len(t) for t in tokens)), "padded_tokens": int(padded),
+    }  # fmt: skip
+    return vectors, stats
+
+
 def read_summaries(path: Path) -> pd.DataFrame:
     if not path.exists():
         raise MissingArtifactError(f"no summaries at {path} (has the summarize stage run?)")
@@ -255,9 +298,18 @@ def run(
         raise ValueError(f"loaded model is {loaded.spec.name!r}, but the stage was asked for {llm!r}")
     key = cache_key(loaded, pooling, p.max_length, p.batch_size, ids, texts, p.batch_tokens)
     shard_dir = paths.cache / "embed_text" / f"{llm}-{key}"
-    vectors, stats = embed_texts(
-        loaded, ids, texts, pooling, p.max_length, p.batch_size, shard_dir, on_batch, p.batch_tokens
-    )
+    engine = compute.engine_for(params)
+    if engine.name == "local":
+        vectors, stats = embed_texts(
+            loaded, ids, texts, pooling, p.max_length, p.batch_size, shard_dir, on_batch, p.batch_tokens
+        )
+    else:
+        ledger = ShardLedger(shard_dir / f"shards-{params.compute.shard_size}")
+        load_args = (spec, str(paths.cache), p.device, p.dtype, p.quantize_4bit)
+        vectors, stats = embed_texts_sharded(
+            engine, loaded, load_args, ids, texts, pooling, p.max_length, p.batch_size, p.batch_tokens,
+            params.compute.shard_size, ledger,
+        )  # fmt: skip
     if stats["n_batches_reused"]:
         log.info(
             "%s: reused %d of %d batches from %s",
@@ -286,5 +338,6 @@ def run(
         meta["writers"] = sorted(frame["writer"].astype(str).unique().tolist())
     emb = EmbeddingSet(ids=ids, vectors=vectors, meta=meta)
     save_embeddings(paths.text_embeddings(llm), emb)
+    compute.ShardLedger.keep_record(shard_dir)  # the ledger lines stay (audit), the shard results go
     shutil.rmtree(shard_dir, ignore_errors=True)  # resume state is spent once the artifact exists
     return emb

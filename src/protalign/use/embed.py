@@ -16,12 +16,13 @@ from typing import Any
 
 import numpy as np
 
+from protalign import compute
 from protalign.corpus.local import EXTENSIONS, entry_id, fasta_for, split_extension
-from protalign.corpus.prepare import process_entry, write_proteins
+from protalign.corpus.prepare import parse_shard, process_entry, read_inputs, write_proteins
 from protalign.devices import resolve_device
 from protalign.paths import Paths
 from protalign.storage import EmbeddingSet, atomic_path, save_embeddings
-from protalign.structure.embed import embed_samples
+from protalign.structure.embed import embed_samples, embed_sharded
 from protalign.structure.registry import StructureEncoder
 from protalign.structure.train import set_threads
 from protalign.use.models import Heads, load_pair_heads, structure_encoder
@@ -71,13 +72,29 @@ def parse_files(files: Sequence[Path], params: Any) -> tuple[list[dict], list, l
     """(protein rows, structures, failures) via `prepare`'s worker; failures carry the file and the reason."""
     rows, structures, failures = [], [], []
     seen: dict[str, Path] = {}
+    tasks = []
     for path in files:
         task = _task(path, params.prepare)
         ident = task[0]["id"]
         if ident in seen:
             raise UseError(f"two inputs give the id {ident!r}: {seen[ident]} and {path}; rename one")
         seen[ident] = path
-        status, row, structure = process_entry(task)
+        tasks.append(task)
+    engine = compute.engine_for(params)
+    if engine.name == "local":
+        results = map(process_entry, tasks)
+    else:  # the files' bytes travel to the workers; shards cut from the sorted ids, results in input order
+        order = sorted(range(len(tasks)), key=lambda i: tasks[i][0]["id"])
+        size = params.compute.shard_size
+        shards = (
+            (f"shard-{k:06d}", [tasks[i][0]["id"] for i in idx],
+             ([(tasks[i][0], read_inputs(tasks[i][0], Path(tasks[i][1]))) for i in idx], params.prepare))
+            for k, idx in enumerate(order[j : j + size] for j in range(0, len(order), size))
+        )  # fmt: skip
+        parsed = [r for shard in engine.map_shards(parse_shard, shards) for r in shard]
+        by_pos = dict(zip(order, parsed, strict=True))
+        results = (by_pos[i] for i in range(len(tasks)))
+    for path, (status, row, structure) in zip(files, results, strict=True):
         if status == "ok":
             row["structure_file"] = str(path)
             rows.append(row)
@@ -99,9 +116,15 @@ def encode_structures(
             failed.append({"id": s.id, "reason": f"featurize failed: {type(exc).__name__}: {exc}"})
     set_threads(params)
     p = params.structure
-    vectors, skipped = embed_samples(
-        encoder, samples, p.train.batch_size, resolve_device(p.device, "structure.device"), p.max_embed_gb
-    )
+    engine = compute.engine_for(params)
+    if engine.name == "local":
+        vectors, skipped = embed_samples(
+            encoder, samples, p.train.batch_size, resolve_device(p.device, "structure.device"), p.max_embed_gb
+        )
+    else:  # the encoder travels once per actor; the same batches as one process
+        vectors, skipped = embed_sharded(
+            engine, encoder, samples, p.train.batch_size, p.device, p.max_embed_gb, params.compute.shard_size, None
+        )
     ids = [s.id for s in structures if s.id in vectors]
     array = np.stack([vectors[i] for i in ids]) if ids else np.zeros((0, encoder.dim), np.float32)
     return ids, array, failed + skipped
