@@ -97,7 +97,7 @@ def test_search_cli_prints_provenance_and_writes_json(in_run, tmp_path, capsys):
     assert main(["search", "The protein is named lysozyme.", "--top", "3", "--json", str(out)]) == 0
     printed = capsys.readouterr().out
     pair = _default(in_run.root)
-    assert f"pair:  {pair.id}" in printed and "best alignment_score" in printed and "R@10" in printed
+    assert f"pair:  {pair.id}" in printed and "best headline_gain" in printed and "R@10" in printed
     result = json.loads(out.read_text())
     assert result["pair"] == pair.id and result["test_metrics"] == _metrics(in_run.root, pair)
     assert len(result["results"]) == 3 and result["n_candidates"] == len(
