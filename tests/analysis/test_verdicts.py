@@ -305,7 +305,8 @@ def test_page_opens_with_the_summary_and_feeds_the_readme(tmp_path):
     assert t1.loc[0, "paper, LLaMA-3.1-8B: score"] == 0.3211  # GearNet family, the paper's LLM, labelled
     assert t1.loc[0, "ours, tiny-1m: headline rr gain [CI]"] == "0.0500 [0.0100, 0.0900]"
     assert "rerun crossval" in t1.loc[1, "ours, tiny-1m: headline rr gain [CI]"]  # gat pair has no headline
-    md = render_md(page(params, found, t1, [Block("h2", "RQ2: other")], 90))
+    ranked = pd.DataFrame({"LLM": ["tiny-1m"], "rank": [1], "encoder": ["gearnet_edge"]})
+    md = render_md(page(params, found, t1, [Block("h2", "RQ2: other")], 90, ranked))
     summary = md.split("## F1")[0]
     assert "| F1 (RQ1) | graph+3D GDMs align better | **reproduced** | a - b: 0.1 [0.05, 0.15]" in summary
     assert "Verdict rules" in summary and "paper, Gemma2-2B" in summary

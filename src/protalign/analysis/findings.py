@@ -18,7 +18,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from protalign.analysis import plots, stats
+from protalign.analysis import plots, ranking, stats
 from protalign.analysis import verdicts as V
 from protalign.analysis.evidence import GAIN, Archive
 from protalign.analysis.findings_page import (  # noqa: F401  (STUDY_*: re-exported)
@@ -312,7 +312,9 @@ def run(params: Params, paths: Paths) -> list[Block]:
                Block("img", "alignment_matrix_baseline.png"), Block("table", table1(matrix, method).round(4)),
                Block("p", "Scaled down here: see params.yaml (model sizes, GDM widths, epochs, corpus size).")]
     n = min((m["methods"][method]["n_proteins"] for m in cv.values() if method in m["methods"]), default=0)
-    blocks = page(params, found, table1_beside(params, cv, method), details, n)
+    ranked = ranking.ranking_table(params, paths, cv)
+    write_text(out / "ranking.csv", ranked.to_csv(index=False, float_format="%.6f", lineterminator="\n"))
+    blocks = page(params, found, table1_beside(params, cv, method), details, n, ranking.shown(ranked))
     write_text(out / "findings.md", render_md(blocks))
     write_text(out / "findings.html", render_html(blocks, out))
     return blocks

@@ -118,7 +118,9 @@ def finding_blocks(f: Finding) -> list[Block]:
             *f.body]  # fmt: skip
 
 
-def page(params: Params, findings: list[Finding], t1: pd.DataFrame, details: list[Block], n: int) -> list[Block]:
+def page(
+    params: Params, findings: list[Finding], t1: pd.DataFrame, details: list[Block], n: int, ranked: pd.DataFrame
+) -> list[Block]:
     """Summary first (one screen), then the rules and every finding's details, then the rest."""
     rules = V.Rules.of(params)
     a = params.analysis
@@ -128,6 +130,12 @@ def page(params: Params, findings: list[Finding], t1: pd.DataFrame, details: lis
                    f"{params.split.cluster_identity:.0%} identity, head seeds {list(a.seeds)}); the random-fold "
                    "verdict is beside it and is homology-leaky (test proteins have close homologues in training)."),
         Block("table", summary_table(findings)),
+        Block("p", "Encoders ranked per LLM by the headline (reports/ranking.csv), beside two references the "
+                   "findings never judge: the composition floor (amino-acid composition, length, chains: no 3D) and "
+                   "the homology look-up (each test protein gets the text of its most identical train protein by "
+                   "MMseqs2, else the train mean: no structure at all). Compare each encoder with the look-up under "
+                   "the same folds: what a homologue's description alone earns there."),
+        Block("table", ranked),
         Block("p", "The study's Table 1 (its LLMs) per GDM family beside ours (different, smaller LLMs; our "
                    "headline = mean per-protein reciprocal-rank gain of the trained heads over the shuffled-pairing "
                    "control, cluster folds, paired by seed; study score = the paper's alignment score under CV)."),
