@@ -80,13 +80,23 @@ def run_timed(cmd: list[str], cwd: Path, env: dict) -> tuple[float, float]:
     return wall, peak
 
 
-def study_params(source: Path, llm: str, gdms: list[str] | None) -> dict:
-    """params.yaml of the scratch copy: `source` with one LLM (no fine-tuned variant) and optionally fewer GDMs."""
+def study_params(source: Path, llm: str, gdms: list[str] | None, sets: list[str] = ()) -> dict:
+    """params.yaml of the scratch copy: `source` with one LLM (no fine-tuned variant), optionally fewer GDMs, and
+    `--set key.path=value` overrides (YAML values, e.g. `analysis.methods=[cluster]`; listed in RUN.md)."""
     params = yaml.safe_load(source.read_text())
     params["embed_text"]["llms"] = [llm]
     params["align"]["llms"] = [llm]
     if gdms:
         params["structure"]["gdms"] = list(gdms)
+    for item in sets:
+        key, sep, value = item.partition("=")
+        *parents, leaf = key.split(".")
+        node = params
+        for part in parents:
+            node = node[part]
+        if not sep or leaf not in node:
+            raise SystemExit(f"--set {item!r}: expected KEY=VALUE with an existing params key")
+        node[leaf] = yaml.safe_load(value)
     return params
 
 
@@ -153,12 +163,15 @@ def _commit(scratch: Path, env: dict, message: str) -> None:
         _git(scratch, env, "-c", "user.email=study@local", "-c", "user.name=study", "commit", "-qm", message)
 
 
-def setup(scratch: Path, data: Path, params: dict, env: dict) -> None:
+def setup(scratch: Path, data: Path, params: dict, env: dict, cache_dir: Path | None = None) -> None:
     """A fresh scratch copy with the corpus fetched (kept; a rerun reuses it)."""
     scratch.mkdir(parents=True)
     _copy_tree(scratch)
     (scratch / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _git(scratch, env, "init", "-q")
+    # before any stage runs: DVC's run cache then restores the stages the shared cache already ran
+    if cache_dir is not None:
+        subprocess.run(["dvc", "cache", "dir", "--local", str(cache_dir)], cwd=scratch, env=env, check=True)
     _commit(scratch, env, "ablation study: code + params")
     subprocess.run(["protalign", "fetch", "--source", str(data)], cwd=scratch, env=env, check=True)
     _commit(scratch, env, "ablation study: corpus")
@@ -176,7 +189,19 @@ def _plan(args, scratch: Path, done: set[str], baseline_done: bool) -> list[str]
     return lines
 
 
-def write_run_md(out: Path, args, scratch: Path, commit: str, timings: dict, wall: float) -> None:
+def headline_md(table: pd.DataFrame) -> str:
+    """GDM x ablation: the headline (cluster-fold rr gain over the shuffled-pairing control) with its interval."""
+    if "headline_gain" not in table:
+        return "(no headline_gain in the metrics)\n"
+    cell = table.apply(lambda r: "—" if pd.isna(r.get("headline_gain")) else
+                       f"{r['headline_gain']:.4f} [{r['headline_ci_low']:.4f}, {r['headline_ci_high']:.4f}]", axis=1)
+    grid = table.assign(cell=cell).pivot(index="gdm", columns="ablation", values="cell")
+    grid = grid.reindex(index=list(dict.fromkeys(table["gdm"])), columns=list(dict.fromkeys(table["ablation"])))
+    head = "| GDM | " + " | ".join(grid.columns) + " |\n|---|" + "---|" * len(grid.columns) + "\n"
+    return head + "".join(f"| {g} | " + " | ".join(grid.loc[g].fillna("—")) + " |\n" for g in grid.index)
+
+
+def write_run_md(out: Path, args, scratch: Path, commit: str, timings: dict, wall: float, table=None) -> None:
     md5 = yaml.safe_load((scratch / "data.dvc").read_text())["outs"][0]["md5"]
     cmd = shlex.join(["python", "benchmarks/study_ablations.py", *sys.argv[1:]])
     rows = "".join(
@@ -189,12 +214,18 @@ def write_run_md(out: Path, args, scratch: Path, commit: str, timings: dict, wal
         f"- corpus: {args.data} (data.dvc md5 `{md5}`)\n"
         f"- code: git commit `{commit}` of the repository plus its working tree at run time\n"
         f"- LLM: {args.llm}; GDMs: {', '.join(args.gdm_list)}; targets `{' '.join(TARGETS)}` and their upstream\n"
-        f"- wall time of this invocation: {wall:.0f} s; machine: {os.cpu_count()} CPUs, load average before the "
+        f"- overrides of {args.params.name} (cuts): {', '.join(f'`{x}`' for x in args.sets) or 'none'}\n"
+        + (f"- DVC cache shared with `{args.cache_dir}`: stages its run cache held were restored, not rerun "
+           "(same code, params and inputs)\n" if args.cache_dir else "")
+        + f"- wall time of this invocation: {wall:.0f} s; machine: {os.cpu_count()} CPUs, load average before the "
         f"run {args.load0}\n"
         "- experiments run one after the other (`dvc exp run --temp`); unchanged upstream stages come from the\n"
         "  DVC cache (a text ablation retrains no GDM; the sequence-blind one re-embeds no text)\n\n"
         "## Experiments\n\n| experiment | setting | wall (s) | peak RSS of the process tree (MiB) |\n"
         "|---|---|---:|---:|\n" + rows
+        + "\n## Headline per GDM and ablation\n\nPer-protein reciprocal-rank gain of the trained heads over the "
+        "shuffled-pairing control, cluster folds, paired by seed, interval over clusters x seeds (from "
+        "`ablations.csv`):\n\n" + (headline_md(table) if table is not None else "(not computed)\n")
         + "\nTable: `ablations.csv` (one row per ablation × GDM; `status` says when a value is missing).\n\n"
         "## params.yaml (baseline)\n\n```yaml\n" + (scratch / "params.yaml").read_text() + "```\n"
     )  # fmt: skip
@@ -207,6 +238,10 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--gdms", nargs="+", help="default: every GDM of --params")
     ap.add_argument("--ablations", nargs="+", default=list(ABLATIONS), choices=list(ABLATIONS))
     ap.add_argument("--params", type=Path, default=REPO / "params.yaml")
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a params key of the baseline (YAML value), e.g. analysis.methods=[cluster]")
+    ap.add_argument("--cache-dir", type=Path,
+                    help="DVC cache to share (e.g. a study run's): its run cache restores unchanged stages")
     ap.add_argument("--scratch", type=Path, default=Path(tempfile.gettempdir()) / "protalign-ablations")
     ap.add_argument("--out", type=Path, default=REPO / "reports" / "study" / "ablations")
     ap.add_argument("--dry-run", action="store_true", help="print the plan and what is done; change nothing")
@@ -219,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.data / "manifest.tsv").exists():
         print(f"no corpus at {args.data} (manifest.tsv missing)", file=sys.stderr)
         return 2
-    params = study_params(args.params, args.llm, args.gdms)
+    params = study_params(args.params, args.llm, args.gdms, args.sets)
     args.gdm_list = list(params["structure"]["gdms"])
     env = study_env(scratch)
     if scratch.exists() and yaml.safe_load((scratch / "params.yaml").read_text()) != params:
@@ -239,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True
     ).stdout.strip()
     if not scratch.exists():
-        setup(scratch, args.data, params, env)
+        setup(scratch, args.data, params, env, args.cache_dir.resolve() if args.cache_dir else None)
         with open(scratch / ".git" / "info" / "exclude", "a") as fh:
             fh.write(f"/{TIMINGS}\n")  # bookkeeping, not part of the experiments
     timings_file = scratch / TIMINGS
@@ -261,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     table = ablation_table(exp_show_json(scratch), args.llm, args.gdm_list, args.ablations)
     args.out.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out / "ablations.csv", index=False)
-    write_run_md(args.out, args, scratch, commit, timings, time.time() - start)
+    write_run_md(args.out, args, scratch, commit, timings, time.time() - start, table)
     print(table.to_string(index=False))
     print(f"ablation reports in {args.out}")
     return 0 if (table["status"] == "ok").all() else 1

@@ -8,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -121,3 +122,19 @@ def test_study_params_one_llm_and_dry_run_changes_nothing(tmp_path, capsys, shar
     assert "to be created" in out and "sequence_blind: dvc exp run --temp -n sequence_blind" in out
     assert "-S structure.residue_types=false" in out and "[to run]" in out
     assert not scratch.exists() and not (tmp_path / "out").exists()
+
+
+def test_set_overrides_and_headline_grid(tmp_path):
+    src = tmp_path / "params.yaml"
+    src.write_text("embed_text: {llms: [a, b]}\nalign: {llms: [a]}\nstructure: {gdms: [g1, g2]}\n"
+                   "analysis: {methods: [cluster, random], seeds: [0, 1]}\n")  # fmt: skip
+    p = SA.study_params(src, "b", None, ["analysis.methods=[cluster]"])
+    assert p["analysis"]["methods"] == ["cluster"] and p["align"]["llms"] == ["b"] and p["analysis"]["seeds"] == [0, 1]
+    with pytest.raises(SystemExit, match="existing params key"):
+        SA.study_params(src, "b", None, ["analysis.nope=1"])
+    table = pd.DataFrame({"ablation": ["baseline", "baseline", "no_ids"], "gdm": ["g1", "g2", "g1"],
+                          "headline_gain": [0.1, 0.2, 0.05], "headline_ci_low": [0.0, 0.1, 0.01],
+                          "headline_ci_high": [0.2, 0.3, 0.1]})  # fmt: skip
+    md = SA.headline_md(table)
+    assert "| g1 | 0.1000 [0.0000, 0.2000] | 0.0500 [0.0100, 0.1000] |" in md
+    assert "| g2 | 0.2000 [0.1000, 0.3000] | — |" in md  # a missing cell is shown, never dropped
