@@ -37,6 +37,7 @@ import yaml
 from study_run import REPO, _copy_tree, study_env
 
 from protalign.analysis.sweeps import PAIR_METRICS, collect, exp_show_json
+from protalign.docs_tables import ablation_grid
 
 TARGETS = ("evaluate", "crossval")  # the per-pair metrics the table reads (metrics/<pair>.json, metrics/cv/)
 ABLATIONS: dict[str, tuple[str, ...]] = {
@@ -193,12 +194,7 @@ def headline_md(table: pd.DataFrame) -> str:
     """GDM x ablation: the headline (cluster-fold rr gain over the shuffled-pairing control) with its interval."""
     if "headline_gain" not in table:
         return "(no headline_gain in the metrics)\n"
-    cell = table.apply(lambda r: "—" if pd.isna(r.get("headline_gain")) else
-                       f"{r['headline_gain']:.4f} [{r['headline_ci_low']:.4f}, {r['headline_ci_high']:.4f}]", axis=1)
-    grid = table.assign(cell=cell).pivot(index="gdm", columns="ablation", values="cell")
-    grid = grid.reindex(index=list(dict.fromkeys(table["gdm"])), columns=list(dict.fromkeys(table["ablation"])))
-    head = "| GDM | " + " | ".join(grid.columns) + " |\n|---|" + "---|" * len(grid.columns) + "\n"
-    return head + "".join(f"| {g} | " + " | ".join(grid.loc[g].fillna("—")) + " |\n" for g in grid.index)
+    return "\n".join(ablation_grid(table.to_dict("records"))) + "\n"
 
 
 def write_run_md(out: Path, args, scratch: Path, commit: str, timings: dict, wall: float, table=None) -> None:

@@ -5,7 +5,8 @@ Two targets:
   re-rendered from SOURCE (a path relative to the repository root). Kinds: ``alignment`` (a ``report`` stage's
   alignment.csv plus the pair JSONs in the sibling ``metrics/`` folder), ``verdicts`` (a findings.md) and
   ``summary`` (a ``summarize_run`` stage's summary.json: the table ``protalign show`` prints) and
-  ``summary_matrix`` (the same as a GDM x LLM matrix).
+  ``summary_matrix`` (the same as a GDM x LLM matrix), ``ranking`` (PATH#LLM: one LLM's encoder ranking beside
+  the floor and the look-up) and ``ablations`` (the ablation study's headline grid); the last two: docs_tables.py.
 - docs/BENCHMARKS.md: rendered whole from docs/benchmarks/*.json (measurements with their provenance).
 
 ``python -m protalign.docs_render`` rewrites both; ``--check`` only reports stale files (exit status 1).
@@ -21,6 +22,7 @@ import re
 import sys
 from pathlib import Path
 
+from protalign import docs_tables
 from protalign.analysis import summary as run_summary
 
 BLOCK_RE = re.compile(
@@ -143,6 +145,8 @@ RENDERERS = {
     "verdicts": render_verdicts,
     "summary": render_summary,
     "summary_matrix": render_summary_matrix,
+    "ranking": docs_tables.render_ranking,  # PATH#LLM: one LLM's encoder ranking (a findings stage's ranking.csv)
+    "ablations": docs_tables.render_ablations,  # benchmarks/study_ablations.py's ablations.csv
 }
 
 
@@ -155,7 +159,11 @@ def render_readme(text: str, root: Path) -> str:
         kind, src = m.group("kind"), m.group("src")
         if kind not in RENDERERS:
             raise DocsError(f"{README}: unknown generated kind {kind!r} (known: {sorted(RENDERERS)})")
-        return m.group(1) + "\n".join(RENDERERS[kind](root, src)) + "\n" + m.group(5)
+        try:
+            lines = RENDERERS[kind](root, src)
+        except docs_tables.TableError as e:
+            raise DocsError(str(e)) from e
+        return m.group(1) + "\n".join(lines) + "\n" + m.group(5)
 
     return BLOCK_RE.sub(sub, text)
 
