@@ -4,7 +4,10 @@ The default `dvc.lock` stays the bundled corpus' run; this script writes plain f
 findings, tables, plots, metrics) plus RUN.md with the corpus hash (data.dvc md5), the git commit, the params and
 the exact command, so the study-scale evidence is reproducible without touching the DVC outputs.
 
-    python benchmarks/study_run.py [--data ../shared/data] [--params params.yaml] [--keep]
+    python benchmarks/study_run.py [--data ../shared/data] [--params params.yaml] [--keep] [--resume SCRATCH]
+
+--resume reuses a kept scratch copy of an interrupted run: this tree's code and params are copied over it and
+committed, and `dvc repro` reruns only what changed or never finished (DVC compares the deps' hashes).
 """
 
 from __future__ import annotations
@@ -42,7 +45,19 @@ def _copy_tree(dst: Path) -> None:
     # `findings` depends on the git-tracked reports/sweeps/; the default run's sweep is not this corpus' sweep
     sweeps = dst / "reports" / "sweeps"
     sweeps.mkdir(parents=True, exist_ok=True)
-    (sweeps / "README.md").write_text("No sweep has been summarised for this corpus (benchmarks/study_run.py).\n")
+    (sweeps / "README.md").write_text(
+        "No sweep has been summarised for this corpus (benchmarks/study_run.py).\n"
+    )
+
+
+def absolute_weights(params_text: str, root: Path) -> str:
+    """Relative checkpoint paths in structure.*.weights resolved against `root`: the scratch copy lives elsewhere."""
+    for cfg in (yaml.safe_load(params_text).get("structure") or {}).values():
+        value = cfg.get("weights") if isinstance(cfg, dict) else None
+        if isinstance(value, str) and value not in ("trained", "random") and not Path(value).is_absolute():
+            resolved = (root / value).resolve()
+            params_text = params_text.replace(f"weights: {value}", f"weights: {resolved}")
+    return params_text
 
 
 def study_env(scratch: Path) -> dict[str, str]:
@@ -101,12 +116,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
     ap.add_argument("--params", default=str(REPO / "params.yaml"))
     ap.add_argument("--keep", action="store_true", help="keep the scratch copy")
+    ap.add_argument("--resume", type=Path, help="a kept scratch copy of an interrupted run to finish")
     args = ap.parse_args(argv)
+    if args.resume:
+        args.keep = True
     data = Path(args.data).resolve()
     if not (data / "manifest.tsv").exists():
         print(f"no corpus at {data} (manifest.tsv missing)", file=sys.stderr)
         return 2
-    scratch = Path(tempfile.mkdtemp(prefix="protalign-study-"))
+    scratch = args.resume.resolve() if args.resume else Path(tempfile.mkdtemp(prefix="protalign-study-"))
     env = study_env(scratch)
 
     def sh(*cmd: str) -> None:
@@ -116,14 +134,19 @@ def main(argv: list[str] | None = None) -> int:
     start = time.time()
     # the commit whose code runs (HEAD may move while the run goes on)
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout
+    status = subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True).stdout
+    dirty = [line[3:] for line in status.splitlines()]
     load0 = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     try:
         _copy_tree(scratch)
-        shutil.copy(args.params, scratch / "params.yaml")
-        sh("git", "init", "-q")
+        (scratch / "params.yaml").write_text(absolute_weights(Path(args.params).read_text(), REPO))
+        if not args.resume:
+            sh("git", "init", "-q")
         sh("git", "add", "-A")
-        sh("git", "-c", "user.email=study@local", "-c", "user.name=study", "commit", "-qm", "study run")
-        sh("protalign", "fetch", "--source", str(data))
+        sh("git", "-c", "user.email=study@local", "-c", "user.name=study", "commit", "-q", "--allow-empty", "-m",
+           f"study run at {commit.strip()}")  # fmt: skip
+        if not args.resume:
+            sh("protalign", "fetch", "--source", str(data))
         stages, repro_wall, peak = repro_timed(scratch, env)
         out = REPO / "reports" / "study"
         if out.exists():
@@ -133,10 +156,18 @@ def main(argv: list[str] | None = None) -> int:
         md5 = yaml.safe_load((scratch / "data.dvc").read_text())["outs"][0]["md5"]
         (out / "RUN.md").write_text(
             "# Study-scale run\n\n"
-            f"- command: `python benchmarks/study_run.py --data {data} --params {args.params}`\n"
-            f"- corpus: {data} (data.dvc md5 `{md5}`)\n"
-            f"- code: git commit `{commit.strip()}` of the repository plus its working tree at run time\n"
-            f"- wall time: {time.time() - start:.0f} s in all; `dvc repro` {repro_wall:.0f} s "
+            f"- command: `python benchmarks/study_run.py --data {data} --params {args.params}"
+            + (f" --resume {args.resume}`\n" if args.resume else "`\n")
+            + f"- corpus: {data} (data.dvc md5 `{md5}`)\n"
+            f"- code: git commit `{commit.strip()}` of the repository plus its working tree at run time "
+            f"({'clean' if not dirty else 'uncommitted changes: ' + ', '.join(dirty)})\n"
+            + (
+                f"- resumed {args.resume.name}: stages finished by the interrupted attempt with the same deps were "
+                "reused by DVC and are not timed below\n"
+                if args.resume
+                else ""
+            )
+            + f"- wall time: {time.time() - start:.0f} s in all; `dvc repro` {repro_wall:.0f} s "
             f"({repro_wall / 60:.1f} min), peak RSS of the process tree {peak:.0f} MiB\n"
             f"- machine: {os.cpu_count()} CPUs, load average before the run {load0}\n\n"
             "## Stage wall times\n\n| stage | wall (s) |\n|---|---:|\n"

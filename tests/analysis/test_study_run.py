@@ -1,0 +1,22 @@
+"""benchmarks/study_run.py: the scratch copy lives elsewhere, so relative checkpoint paths in the study params are
+resolved against the repository (the interrupted first study attempt failed on exactly that)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "benchmarks"))
+import study_run  # noqa: E402
+
+
+def test_relative_weights_become_absolute_and_keywords_stay(tmp_path):
+    text = (REPO / "benchmarks" / "study_params.yaml").read_text()
+    out = yaml.safe_load(study_run.absolute_weights(text, tmp_path))["structure"]
+    released = Path(out["scannet_released"]["weights"])
+    assert released.is_absolute() and released == (tmp_path / "../shared/reference/scannet/ScanNet_PPI_noMSA.h5").resolve()
+    assert out["scannet"]["weights"] == "trained" and out["gat"]["weights"] == "trained"
+    assert study_run.absolute_weights("structure:\n  x:\n    weights: /abs/w.pt\n", tmp_path).endswith("/abs/w.pt\n")
