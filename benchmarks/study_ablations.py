@@ -34,7 +34,7 @@ from pathlib import Path
 import pandas as pd
 import psutil
 import yaml
-from study_run import REPO, _copy_tree, study_env
+from study_run import REPO, _copy_tree, absolute_weights, study_env
 
 from protalign.analysis.sweeps import PAIR_METRICS, collect, exp_show_json
 from protalign.docs_tables import ablation_grid
@@ -84,7 +84,7 @@ def run_timed(cmd: list[str], cwd: Path, env: dict) -> tuple[float, float]:
 def study_params(source: Path, llm: str, gdms: list[str] | None, sets: list[str] = ()) -> dict:
     """params.yaml of the scratch copy: `source` with one LLM (no fine-tuned variant), optionally fewer GDMs, and
     `--set key.path=value` overrides (YAML values, e.g. `analysis.methods=[cluster]`; listed in RUN.md)."""
-    params = yaml.safe_load(source.read_text())
+    params = yaml.safe_load(absolute_weights(source.read_text(), REPO))  # the scratch copy lives elsewhere
     params["embed_text"]["llms"] = [llm]
     params["align"]["llms"] = [llm]
     if gdms:

@@ -79,6 +79,12 @@ def test_readme_generated_blocks_are_up_to_date():
     assert render_readme(text, REPO) == text, "README.md is stale: run `python -m protalign.docs_render`"
 
 
+def test_generated_doc_pages_are_up_to_date():
+    """README.md and docs/SCALING.md (generated from docs/benchmarks/scale.json) render to what is committed."""
+    stale = set(docs_render.stale(REPO))
+    assert not stale, f"{sorted(stale)} stale: run `python -m protalign.docs_render`"
+
+
 def test_benchmarks_page_is_up_to_date():
     page = REPO / docs_render.BENCH_MD
     assert page.read_text() == render_benchmarks(REPO), "docs/BENCHMARKS.md is stale: run the renderer"

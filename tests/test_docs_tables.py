@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+from pathlib import Path
+
 import pytest
 
 from protalign import docs_render
@@ -47,3 +51,14 @@ def test_ablation_grid_keeps_missing_cells(tmp_path):
     lines = render_ablations(tmp_path, "ablations.csv")
     assert lines[0] == "| GDM | baseline | name_only |"
     assert lines[3] == "| gvp | 0.2000 [0.1000, 0.3000] | — |"
+
+
+def test_benchmark_block_renders_one_benchmark_file_without_its_heading(tmp_path):
+    repo = Path(__file__).resolve().parents[1]
+    shutil.copy(repo / "docs" / "benchmarks" / "parse.json", tmp_path / "b.json")
+    text = "# Page\n<!-- BEGIN generated: benchmark b.json -->\n<!-- END generated -->\n"
+    out = docs_render.render_readme(text, tmp_path, "docs/SCALING.md")
+    bench = json.loads((tmp_path / "b.json").read_text())
+    assert f"- machine: {bench['provenance']['machine']}" in out and "## " not in out
+    with pytest.raises(docs_render.DocsError, match="benchmark file not found"):
+        docs_render.render_readme(text.replace("b.json", "none.json"), tmp_path, "docs/SCALING.md")

@@ -1,12 +1,13 @@
 """Render the documentation's numbers from the files the code wrote, so no result is copied by hand.
 
 Two targets:
-- README.md: blocks between ``<!-- BEGIN generated: KIND SOURCE -->`` and ``<!-- END generated -->`` are
+- README.md and docs/SCALING.md: blocks between ``<!-- BEGIN generated: KIND SOURCE -->`` and ``<!-- END generated -->`` are
   re-rendered from SOURCE (a path relative to the repository root). Kinds: ``alignment`` (a ``report`` stage's
   alignment.csv plus the pair JSONs in the sibling ``metrics/`` folder), ``verdicts`` (a findings.md) and
   ``summary`` (a ``summarize_run`` stage's summary.json: the table ``protalign show`` prints) and
   ``summary_matrix`` (the same as a GDM x LLM matrix), ``ranking`` (PATH#LLM: one LLM's encoder ranking beside
-  the floor and the look-up) and ``ablations`` (the ablation study's headline grid); the last two: docs_tables.py.
+  the floor and the look-up) and ``ablations`` (the ablation study's headline grid); the last two: docs_tables.py;
+  ``benchmark`` (one docs/benchmarks/*.json: provenance, tables and notes).
 - docs/BENCHMARKS.md: rendered whole from docs/benchmarks/*.json (measurements with their provenance).
 
 ``python -m protalign.docs_render`` rewrites both; ``--check`` only reports stale files (exit status 1).
@@ -30,6 +31,7 @@ BLOCK_RE = re.compile(
 )
 BEGIN_RE = re.compile(r"<!-- BEGIN generated:")
 README = "README.md"
+BLOCK_DOCS = (README, "docs/SCALING.md")  # files with generated blocks (README must exist; the others may not)
 BENCH_DIR = "docs/benchmarks"
 BENCH_MD = "docs/BENCHMARKS.md"
 PROVENANCE_KEYS = ("machine", "code_commit", "recorded_in", "date", "command", "source")
@@ -147,18 +149,19 @@ RENDERERS = {
     "summary_matrix": render_summary_matrix,
     "ranking": docs_tables.render_ranking,  # PATH#LLM: one LLM's encoder ranking (a findings stage's ranking.csv)
     "ablations": docs_tables.render_ablations,  # benchmarks/study_ablations.py's ablations.csv
+    "benchmark": lambda root, src: render_benchmark_block(root / src),
 }
 
 
-def render_readme(text: str, root: Path) -> str:
+def render_readme(text: str, root: Path, name: str = README) -> str:
     """`text` with every generated block re-rendered; unknown kinds and unclosed markers are errors."""
     if len(BEGIN_RE.findall(text)) != len(BLOCK_RE.findall(text)):
-        raise DocsError(f"{README}: a 'BEGIN generated' marker without a matching '<!-- END generated -->'")
+        raise DocsError(f"{name}: a 'BEGIN generated' marker without a matching '<!-- END generated -->'")
 
     def sub(m: re.Match) -> str:
         kind, src = m.group("kind"), m.group("src")
         if kind not in RENDERERS:
-            raise DocsError(f"{README}: unknown generated kind {kind!r} (known: {sorted(RENDERERS)})")
+            raise DocsError(f"{name}: unknown generated kind {kind!r} (known: {sorted(RENDERERS)})")
         try:
             lines = RENDERERS[kind](root, src)
         except docs_tables.TableError as e:
@@ -219,6 +222,13 @@ def render_benchmark(b: dict, name: str) -> list[str]:
     return out + [""]
 
 
+def render_benchmark_block(path: Path) -> list[str]:
+    """One benchmark file as a generated block (its heading is the host document's)."""
+    if not path.is_file():
+        raise DocsError(f"{path}: benchmark file not found (run the benchmark that writes it)")
+    return render_benchmark(load_benchmark(path), path.name)[2:]
+
+
 def render_benchmarks(root: Path) -> str:
     files = sorted((root / BENCH_DIR).glob("*.json"))
     if not files:
@@ -247,9 +257,11 @@ def _anchor(title: str) -> str:
 def stale(root: Path) -> dict[str, str]:
     """{relative path: wanted text} for every file whose committed text differs from its rendering."""
     out = {}
-    readme = (root / README).read_text()
-    if (want := render_readme(readme, root)) != readme:
-        out[README] = want
+    for name in BLOCK_DOCS:
+        if name == README or (root / name).is_file():
+            text = (root / name).read_text()
+            if (want := render_readme(text, root, name)) != text:
+                out[name] = want
     bench = root / BENCH_MD
     want = render_benchmarks(root)
     if not bench.is_file() or bench.read_text() != want:

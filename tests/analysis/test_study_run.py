@@ -20,3 +20,10 @@ def test_relative_weights_become_absolute_and_keywords_stay(tmp_path):
     assert released.is_absolute() and released == (tmp_path / "../shared/reference/scannet/ScanNet_PPI_noMSA.h5").resolve()
     assert out["scannet"]["weights"] == "trained" and out["gat"]["weights"] == "trained"
     assert study_run.absolute_weights("structure:\n  x:\n    weights: /abs/w.pt\n", tmp_path).endswith("/abs/w.pt\n")
+
+
+def test_ablation_params_carry_the_absolute_checkpoint_path():
+    import study_ablations
+
+    params = study_ablations.study_params(REPO / "benchmarks" / "study_params.yaml", "gemma3-270m", None)
+    assert Path(params["structure"]["scannet_released"]["weights"]).is_absolute()

@@ -70,9 +70,9 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
-def start_cluster():
-    """A running 2-node cluster (generator: stopped by process id when closed); timings printed (pytest -s)."""
-    dirs = [tempfile.mkdtemp(prefix="pa-ray-", dir="/tmp") for _ in range(2)]  # short: Ray's unix socket paths
+def start_cluster(nodes: int = 2):
+    """A running cluster of `nodes` 1-CPU nodes (generator: stopped by process id when closed); timings printed."""
+    dirs = [tempfile.mkdtemp(prefix="pa-ray-", dir="/tmp") for _ in range(nodes)]  # short: Ray's unix socket paths
     port = free_port()
     env = dict(os.environ, PYTHONPATH=str(REPO / "src"), RAY_USAGE_STATS_ENABLED="0")
     common = ["--num-cpus", "1", "--disable-usage-stats"]
@@ -83,12 +83,13 @@ def start_cluster():
              "--node-ip-address", "127.0.0.1", *common],
             env=env, check=True, capture_output=True, timeout=120,
         )  # fmt: skip
-        subprocess.run(
-            [str(RAY), "start", "--address", f"127.0.0.1:{port}", "--temp-dir", dirs[1],
-             "--node-ip-address", "127.0.0.1", *common],
-            env=env, check=True, capture_output=True, timeout=120,
-        )  # fmt: skip
-        print(f"\nray cluster (head + 1 worker node) started in {time.perf_counter() - start:.1f} s")
+        for node_dir in dirs[1:]:
+            subprocess.run(
+                [str(RAY), "start", "--address", f"127.0.0.1:{port}", "--temp-dir", node_dir,
+                 "--node-ip-address", "127.0.0.1", *common],
+                env=env, check=True, capture_output=True, timeout=120,
+            )  # fmt: skip
+        print(f"\nray cluster ({nodes} node(s), 1 CPU each) started in {time.perf_counter() - start:.1f} s")
         yield Cluster(f"127.0.0.1:{port}", dirs)
     finally:
         try:
