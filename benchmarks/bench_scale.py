@@ -95,7 +95,7 @@ def make_corpus(shared: Path, data: Path, n: int, seed: int = 0) -> list[str]:
 # one measured run (a child process: its own engine, its own resume cache)
 
 
-def _params(threads: int, engine: str, address: str | None):
+def _params(threads: int, engine: str, address: str | None, shard_size: int = 0):
     import dataclasses
 
     from protalign.params import load_params
@@ -108,18 +108,19 @@ def _params(threads: int, engine: str, address: str | None):
         prepare=r(p.prepare, workers=threads),
         embed_text=r(p.embed_text, threads=threads, device="cpu"),
         structure=r(s, threads=threads, device="cpu", gearnet_edge=r(s.gearnet_edge, weights="random")),
-        compute=r(p.compute, engine=engine, threads=threads, ray=r(p.compute.ray, address=address)),
+        compute=r(p.compute, engine=engine, threads=threads, shard_size=shard_size or p.compute.shard_size,
+                  ray=r(p.compute.ray, address=address)),  # fmt: skip
     )
 
 
-def run_one(root: Path, stage: str, engine: str, threads: int, address: str | None) -> dict:
+def run_one(root: Path, stage: str, engine: str, threads: int, address: str | None, shard_size: int) -> dict:
     """Run `stage` in `root` with the given engine; returns wall seconds and the outputs' digest."""
     from protalign.corpus import prepare
     from protalign.paths import Paths
     from protalign.structure import embed as structure_embed
     from protalign.text import embed as text_embed
 
-    params, paths = _params(threads, engine, address), Paths(root)
+    params, paths = _params(threads, engine, address, shard_size), Paths(root)
     run = {
         "prepare": lambda: prepare.run(params, paths),
         "embed_structure": lambda: structure_embed.run(params, paths, "gearnet_edge"),
@@ -146,7 +147,7 @@ def _rss_mib(pids: list[int]) -> list[float]:
     return out
 
 
-def measure(root: Path, stage: str, config: str, cluster, cache: Path) -> dict:
+def measure(root: Path, stage: str, config: str, cluster, cache: Path, shard_size: int) -> dict:
     """Child-process run of one stage in one configuration, with the driver tree's and each Ray worker's peak RSS."""
     nodes, threads = CONFIGS[config]
     if cache.exists():
@@ -158,7 +159,8 @@ def measure(root: Path, stage: str, config: str, cluster, cache: Path) -> dict:
     env = dict(os.environ, PROTALIGN_MAIN_ROOT=str(root), PROTALIGN_CACHE=str(cache), HF_HUB_OFFLINE="1",
                MLFLOW_TRACKING_URI=f"sqlite:///{root / 'mlflow.db'}", PYTHONPATH=str(REPO / "src"))  # fmt: skip
     env.pop("DVC_EXP_NAME", None)
-    args = [str(root), stage, "ray" if nodes else "local", str(threads), cluster.address if nodes else ""]
+    args = [str(root), stage, "ray" if nodes else "local", str(threads), cluster.address if nodes else "",
+            str(shard_size)]  # fmt: skip
     proc = subprocess.Popen([sys.executable, __file__, "--one", *args], env=env, stdout=subprocess.PIPE, text=True)
     driver, workers, done = 0.0, 0.0, threading.Event()
 
@@ -227,9 +229,9 @@ def extrapolate(stats: dict, sizes=(20_000, 1_000_000), workers=(1, 2, 8, 64)) -
     """Hours per stage at `sizes` on N 1-CPU Ray workers, assuming the measured 2-worker efficiency holds at N."""
     rows = []
     for stage, s in stats.items():
-        per_worker = s["rate"]["ray-1"] * min(1.0, s["efficiency"])
+        one, eff = s["rate"]["ray-1"], min(1.0, s["efficiency"])
         for n in sizes:
-            rows.append([stage, f"{n:,}", *(f"{n / (w * per_worker) / 3600:.2f} h" for w in workers)])
+            rows.append([stage, f"{n:,}", *(f"{n / (one * (1 if w == 1 else w * eff)) / 3600:.2f} h" for w in workers)])
     return rows
 
 
@@ -263,7 +265,7 @@ def report(results: list[dict], args, provenance: dict) -> dict:
             "torch import and model load, result transfer).",
             "Efficiency = proteins/s of 2 workers (two 1-CPU nodes on this 2-core machine; the driver shares "
             "those cores) / twice that of 1 worker.",
-            "Extrapolation: hours = entries / (N x 1-worker rate x min(1, measured 2-worker efficiency)); it "
+            "Extrapolation: hours = entries / (1-worker rate x N x min(1, measured 2-worker efficiency)) for N >= 2; it "
             "assumes that efficiency holds at N workers, CPU workers like this machine's cores, no GPU (no GPU "
             "was available: benchmarks/gpu_check.py did not run). Not a measurement.",
             *args.note,
@@ -274,13 +276,14 @@ def report(results: list[dict], args, provenance: dict) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     if argv is None and len(sys.argv) > 1 and sys.argv[1] == "--one":
-        root, stage, engine, threads, address = sys.argv[2:7]
-        print(json.dumps(run_one(Path(root), stage, engine, int(threads), address or None)))
+        root, stage, engine, threads, address, size = sys.argv[2:8]
+        print(json.dumps(run_one(Path(root), stage, engine, int(threads), address or None, int(size))))
         return 0
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     ap.add_argument("--prepare-n", type=int, default=20_000)
     ap.add_argument("--embed-n", type=int, default=2_000)
+    ap.add_argument("--shard-size", type=int, default=0, help="compute.shard_size (0: params.yaml's)")
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/protalign-bench-scale"))
     ap.add_argument("--json", type=Path, help="write the benchmark JSON here (e.g. docs/benchmarks/scale.json)")
     ap.add_argument("--note", action="append", default=[], help="a note for the JSON (repeatable)")
@@ -301,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for stage in STAGES:
                 root, n = roots[stage]
-                r = measure(root, stage, config, cluster, args.workdir / "cache")
+                r = measure(root, stage, config, cluster, args.workdir / "cache", args.shard_size)
                 reference.setdefault(stage, r["digest"])
                 r |= {"stage": stage, "config": config, "n": n,
                       "equal_local": None if config == "local-1" else r["digest"] == reference[stage]}  # fmt: skip
@@ -315,9 +318,10 @@ def main(argv: list[str] | None = None) -> int:
         "code_commit": commit.stdout.strip(),
         "recorded_in": "written by benchmarks/bench_scale.py (this file)",
         "date": datetime.date.today().isoformat(),
-        "command": f"python benchmarks/bench_scale.py --prepare-n {args.prepare_n} --embed-n {args.embed_n}",
+        "command": f"python benchmarks/bench_scale.py --prepare-n {args.prepare_n} --embed-n {args.embed_n} "
+        f"--shard-size {args.shard_size}",
         "source": "benchmarks/bench_scale.py output",
-        "conditions": f"synthetic corpus from {args.data.name}'s PDB-format entries (rigidly moved, re-id'd); "
+        "conditions": f"synthetic corpus from the PDB-format entries of {args.data} (rigidly moved, re-id'd); "
         f"load average (1 min) {load0:.1f} at start; Ray {_ray_version()}",
     }
     out = report(results, args, provenance)
