@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -58,6 +59,21 @@ def absolute_weights(params_text: str, root: Path) -> str:
             resolved = (root / value).resolve()
             params_text = params_text.replace(f"weights: {value}", f"weights: {resolved}")
     return params_text
+
+
+def env_vs_lock(lock: Path = REPO / "requirements.lock") -> str:
+    """This interpreter's packages against requirements.lock (what scripts/install.sh installs), as one RUN.md line."""
+    from importlib import metadata
+
+    norm = lambda name: re.sub(r"[-_.]+", "-", name).lower()  # noqa: E731  (PEP 503 names)
+    have = {f"{norm(d.metadata['Name'])}=={d.version}" for d in metadata.distributions()}
+    have -= {x for x in have if x.startswith(("torch==", "protalign==", "pip==", "setuptools==", "wheel=="))}
+    want = {norm(line.split("==")[0]) + "==" + line.split("==")[1].strip()
+            for line in lock.read_text().splitlines() if "==" in line and line[0] != "#"}  # fmt: skip
+    if have == want:
+        return f"environment: the installed packages equal requirements.lock ({len(want)} pinned packages + torch)"
+    extra, missing = sorted(have - want), sorted(want - have)
+    return f"environment: differs from requirements.lock: not in the lock {extra[:8]}, not installed {missing[:8]}"
 
 
 def study_env(scratch: Path) -> dict[str, str]:

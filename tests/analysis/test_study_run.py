@@ -27,3 +27,10 @@ def test_ablation_params_carry_the_absolute_checkpoint_path():
 
     params = study_ablations.study_params(REPO / "benchmarks" / "study_params.yaml", "gemma3-270m", None)
     assert Path(params["structure"]["scannet_released"]["weights"]).is_absolute()
+
+
+def test_env_check_names_what_differs_from_the_lock(tmp_path):
+    lock = tmp_path / "requirements.lock"
+    lock.write_text("# header\nnumpy==0.0.1\nno-such-package==1.0\n")
+    line = study_run.env_vs_lock(lock)
+    assert line.startswith("environment: differs") and "no-such-package==1.0" in line and "numpy==0.0.1" in line
