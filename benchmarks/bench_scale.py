@@ -68,7 +68,7 @@ def move_pdb(text: str, rot: np.ndarray, shift: np.ndarray, old_id: str, new_id:
 def make_corpus(shared: Path, data: Path, n: int, seed: int = 0) -> list[str]:
     """n re-id'd, rigidly moved copies of shared's PDB-format entries in data/ (manifest.tsv, structures/, fasta/)."""
     rows = [line.split("\t") for line in (shared / "manifest.tsv").read_text().splitlines()[1:]]
-    sources = sorted((r[0], r[1], r[2]) for r in rows if r[3] == "pdb")
+    sources = sorted((r[0], r[1], r[2]) for r in rows if r[3] == "pdb" and r[2])  # with a FASTA file
     (data / "structures").mkdir(parents=True, exist_ok=True)
     (data / "fasta").mkdir(exist_ok=True)
     rng = np.random.default_rng(seed)

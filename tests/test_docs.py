@@ -18,7 +18,7 @@ README = REPO / "README.md"
 DOC_PAGES = [README, *sorted((REPO / "docs").glob("*.md"))]
 EXPECTED_BLOCKS = {
     ("summary_matrix", "reports/summary.json"),  # the default run: `protalign show`'s numbers, GDM x LLM
-    ("alignment", "reports/study/reports/alignment.csv"),
+    ("ranking", "reports/study/reports/ranking.csv#gemma3-270m"),
     ("verdicts", "reports/study/reports/findings.md"),
 }
 
