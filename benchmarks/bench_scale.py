@@ -321,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": f"python benchmarks/bench_scale.py --prepare-n {args.prepare_n} --embed-n {args.embed_n} "
         f"--shard-size {args.shard_size}",
         "source": "benchmarks/bench_scale.py output",
-        "conditions": f"synthetic corpus from the PDB-format entries of {args.data} (rigidly moved, re-id'd); "
+        "conditions": f"synthetic corpus from the PDB-format entries of the corpus folder {args.data.name!r} (rigidly moved, re-id'd); "
         f"load average (1 min) {load0:.1f} at start; Ray {_ray_version()}",
     }
     out = report(results, args, provenance)
