@@ -36,7 +36,7 @@ import psutil
 import yaml
 from study_run import REPO, _copy_tree, absolute_weights, study_env
 
-from protalign.analysis.sweeps import PAIR_METRICS, collect, exp_show_json
+from protalign.analysis.sweeps import PAIR_METRICS, attach_detail_files, collect, exp_show_json
 from protalign.docs_tables import ablation_grid
 
 TARGETS = ("evaluate", "crossval")  # the per-pair metrics the table reads (metrics/<pair>.json, metrics/cv/)
@@ -109,11 +109,16 @@ def _pairs_metrics(metrics: dict[str, dict], llm: str, gdm: str) -> tuple[dict, 
     return test, metrics.get(f"metrics/cv/{pair}.json", {})
 
 
-def ablation_table(states: list[dict], llm: str, gdms: list[str], names: list[str]) -> pd.DataFrame:
+def ablation_table(
+    states: list[dict], llm: str, gdms: list[str], names: list[str], root: Path | None = None
+) -> pd.DataFrame:
     """One row per (ablation, gdm) from `dvc exp show --json` states: the HEAD baseline is `baseline`, experiments
-    are matched by name (the last baseline listed first wins). Missing experiments or pairs give a row with
-    `status` saying why, never a silent gap."""
+    are matched by name (the last baseline listed first wins). The per-pair files are not DVC metrics: with `root`
+    (the scratch repository) they are read from each experiment's commit. Missing experiments or pairs give a row
+    with `status` saying why, never a silent gap."""
     exps, skipped = collect(states)
+    if root is not None:
+        attach_detail_files(exps, root, skipped)
     head = next((e for e in exps if e.kind == "baseline"), None)
     found = {BASELINE: head} if head is not None else {}
     for e in exps:
@@ -289,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         wall, peak = run_timed(["dvc", "exp", "run", "--temp", "-n", name, *sets, *TARGETS], scratch, env)
         timings[name] = {"wall_s": wall, "peak_rss_mib": peak}
         timings_file.write_text(json.dumps(timings, indent=1))
-    table = ablation_table(exp_show_json(scratch), args.llm, args.gdm_list, args.ablations)
+    table = ablation_table(exp_show_json(scratch), args.llm, args.gdm_list, args.ablations, scratch)
     args.out.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out / "ablations.csv", index=False)
     write_run_md(args.out, args, scratch, commit, timings, time.time() - start, table)
