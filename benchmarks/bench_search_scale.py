@@ -207,7 +207,7 @@ def record(res: dict, args: argparse.Namespace, command: str) -> dict:
             "conditions": (
                 f"{args.n:,} synthetic unit vectors, {res['dim']}-d ({res['dim_source']}), mixture of "
                 f"{args.clusters} Gaussian clusters (spread {args.spread}, seed {args.seed}); LLM excluded; "
-                f"shared machine run under `nice`, load average (1 min) {load[0]:.1f} at start, {load[1]:.1f} exact, "
+                f"niceness {os.nice(0)}, load average (1 min) {load[0]:.1f} at start, {load[1]:.1f} exact, "
                 f"{load[2]:.1f} FAISS build, {load[3]:.1f} approximate; numpy {np.__version__} (OpenBLAS)"
             ),
         },

@@ -138,3 +138,25 @@ def test_set_overrides_and_headline_grid(tmp_path):
     md = SA.headline_md(table)
     assert "| g1 | 0.1000 [0.0000, 0.2000] | 0.0500 [0.0100, 0.1000] |" in md
     assert "| g2 | 0.2000 [0.1000, 0.3000] | — |" in md  # a missing cell is shown, never dropped
+
+
+def test_per_pair_files_are_read_from_each_experiments_commit(tmp_path):
+    """DVC lists only reports/summary.json as metrics: the per-pair files come from the experiment's git commit."""
+    import subprocess
+
+    def git(*args):
+        return subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", *args], cwd=tmp_path,
+                              check=True, capture_output=True, text=True).stdout.strip()  # fmt: skip
+
+    git("init", "-q")
+    (tmp_path / "metrics" / "cv").mkdir(parents=True)
+    for gdm, score in (("gat", 0.4), ("gvp", 0.1)):
+        (tmp_path / "metrics" / f"{LLM}__{gdm}.json").write_text(json.dumps(_test_metrics(score)))
+        (tmp_path / "metrics" / "cv" / f"{LLM}__{gdm}.json").write_text(json.dumps(_cv(score)))
+    git("add", "-A")
+    git("commit", "-qm", "baseline")
+    base = _state(git("rev-parse", "HEAD"), "master", "template", {})
+    base["data"]["metrics"] = {"reports/summary.json": {"data": {}}}
+    assert set(SA.ablation_table([base], LLM, GDMS, [])["status"]) == {"missing metrics (test) (cv)"}
+    table = SA.ablation_table([base], LLM, GDMS, [], root=tmp_path).set_index("gdm")
+    assert table.loc["gat", "alignment_score"] == 0.4 and table.loc["gvp", "status"] == "ok"
