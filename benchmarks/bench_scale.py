@@ -154,8 +154,7 @@ def measure(root: Path, stage: str, config: str, cluster, cache: Path, shard_siz
         shutil.rmtree(cache)
     cache.mkdir(parents=True)
     (cache / "models").symlink_to(REPO / ".protalign-cache" / "models")  # converted LLM files, not results
-    for out in (root / "prepared",) if stage == "prepare" else (root / "embeddings",):
-        shutil.rmtree(out, ignore_errors=True)
+    shutil.rmtree(root / ("prepared" if stage == "prepare" else "embeddings"), ignore_errors=True)  # run afresh
     env = dict(os.environ, PROTALIGN_MAIN_ROOT=str(root), PROTALIGN_CACHE=str(cache), HF_HUB_OFFLINE="1",
                MLFLOW_TRACKING_URI=f"sqlite:///{root / 'mlflow.db'}", PYTHONPATH=str(REPO / "src"))  # fmt: skip
     env.pop("DVC_EXP_NAME", None)
