@@ -136,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.resume:
         args.keep = True
+        if not (args.resume / ".git").is_dir() or not (args.resume / "data.dvc").is_file():
+            print(f"--resume {args.resume}: not a kept study scratch copy (no .git or data.dvc)", file=sys.stderr)
+            return 2
     data = Path(args.data).resolve()
     if not (data / "manifest.tsv").exists():
         print(f"no corpus at {data} (manifest.tsv missing)", file=sys.stderr)

@@ -34,3 +34,11 @@ def test_env_check_names_what_differs_from_the_lock(tmp_path):
     lock.write_text("# header\nnumpy==0.0.1\nno-such-package==1.0\n")
     line = study_run.env_vs_lock(lock)
     assert line.startswith("environment: differs") and "no-such-package==1.0" in line and "numpy==0.0.1" in line
+
+
+def test_resume_refuses_a_folder_that_is_no_study_scratch(tmp_path, capsys):
+    shared = tmp_path / "data"
+    shared.mkdir()
+    (shared / "manifest.tsv").write_text("id\n")
+    assert study_run.main(["--data", str(shared), "--resume", str(tmp_path / "nope")]) == 2
+    assert "not a kept study scratch copy" in capsys.readouterr().err
