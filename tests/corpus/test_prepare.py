@@ -203,3 +203,21 @@ def test_store_rejects_unsorted_and_too_long_strings(tmp_path):
     assert not (tmp_path / "s").exists() and not (tmp_path / "t").exists()
     with pytest.raises(FileNotFoundError, match="prepare"):
         StructureStore(tmp_path / "s")
+
+
+@pytest.mark.parametrize("max_mb", [10.0, 0.05])
+def test_shipped_bytes_parse_like_the_files(mini_root, max_mb):
+    """A Ray worker parses the driver's shipped bytes in memory: every entry (good, empty, truncated gzip, DNA,
+    missing, over the size limit, a CRLF FASTA) gives exactly what the local engine gets from the files."""
+    data = mini_root / "data"
+    fasta = data / "fasta" / "1AAY.fasta"
+    fasta.write_bytes(fasta.read_bytes().replace(b"\n", b"\r\n"))
+    cfg = default_params(prepare={"max_file_mb": max_mb}).prepare
+    rows = prepare.read_manifest(data / "manifest.tsv")
+    local = [prepare.process_entry((r, str(data), cfg)) for r in rows]
+    shipped = prepare.parse_shard(None, ([(r, prepare.read_inputs(r, data)) for r in rows], cfg))
+    assert [(s, i) for s, i, _ in shipped] == [(s, i) for s, i, _ in local]
+    for (_, _, a), (_, _, b) in zip(shipped, local, strict=True):
+        assert (a is None) == (b is None) and (a is None or prepare.coord_hash(a) == prepare.coord_hash(b))
+    statuses = {i[0] if s == "skip" else i["id"]: s for s, i, _ in local}
+    assert statuses["GONE"] == "skip" and (statuses["11AS"] == "ok") == (max_mb > 1)

@@ -77,11 +77,18 @@ def read_text(path: str | Path, max_mb: float = math.inf) -> str:
     """File text, transparently decompressed; too large, truncated/corrupt and binary files are StructureErrors."""
     path = Path(path)
     limit = int(min(max_mb * 1e6, 2**62))
-    if path.stat().st_size > limit:
+    if path.stat().st_size > limit:  # before reading: a huge file is refused without loading it
         raise StructureError(f"file too large ({path.stat().st_size / 1e6:.1f} MB > {max_mb:g} MB)")
-    raw = path.read_bytes()
+    return decode_text(path.read_bytes(), max_mb)
+
+
+def decode_text(raw: bytes, max_mb: float = math.inf) -> str:
+    """`read_text` for bytes already in memory (a file shipped to a Ray worker): the same checks, the same text."""
+    limit = int(min(max_mb * 1e6, 2**62))
     if raw[:2] == b"\x1f\x8b" or raw[:3] == b"BZh":
         kind = "gzip" if raw[:2] == b"\x1f\x8b" else "bzip2"
+        if len(raw) > limit:
+            raise StructureError(f"file too large ({len(raw) / 1e6:.1f} MB > {max_mb:g} MB)")
         try:
             raw = _decompress(raw, kind, limit)
         except (EOFError, OSError, ValueError, zlib.error) as e:

@@ -63,7 +63,12 @@ NUCLEIC = set("ACGTUNIX")
 
 
 def read_fasta(path: Path) -> list[FastaEntity]:
-    text = path.read_text(errors="replace") if path.is_file() else ""
+    return fasta_entities(path.read_bytes() if path.is_file() else b"")
+
+
+def fasta_entities(raw: bytes) -> list[FastaEntity]:
+    """FASTA bytes -> entities (UTF-8, undecodable bytes replaced, any newline convention)."""
+    text = raw.decode("utf-8", errors="replace").replace("\r\n", "\n").replace("\r", "\n")
     if not text.strip():
         return []
     return parse_fasta(text)
@@ -139,17 +144,16 @@ def _row(entry_id: str, rel: str, parsed: ParsedEntry, fasta: list[FastaEntity])
     }
 
 
-def process_entry(task: tuple[dict[str, str], str, Any]) -> tuple[str, Any, Any]:
-    """Worker: one manifest row -> ("ok", row, structure) or ("skip", (id, file, reason), None)."""
-    row, data_dir, cfg = task
+def process_entry(task: tuple[dict[str, str], str | dict[str, bytes], Any]) -> tuple[str, Any, Any]:
+    """Worker: one manifest row -> ("ok", row, structure) or ("skip", (id, file, reason), None). The files come
+    from the data folder (a path) or, on a worker without our filesystem, from the shipped {path: bytes}."""
+    row, source, cfg = task
     entry_id = row["id"].strip()
     rel = row["structure_file"].strip()
-    path = Path(data_dir) / rel
     try:
-        if not rel or not path.is_file():
-            raise StructureError("structure file missing")
+        path, shipped = _structure_input(source, rel)
         fmt = (row.get("format") or "").strip().lower() or None
-        parsed = parse_structure(path, entry_id, fmt, max_mb=float(cfg.max_file_mb))
+        parsed = parse_structure(path, entry_id, fmt, max_mb=float(cfg.max_file_mb), raw=shipped)
         n = len(parsed.structure)
         if n < cfg.min_residues:
             raise StructureError(f"too few residues with CA ({n} < min_residues {cfg.min_residues})")
@@ -157,7 +161,7 @@ def process_entry(task: tuple[dict[str, str], str, Any]) -> tuple[str, Any, Any]
             raise StructureError(f"too many residues ({n} > max_residues {cfg.max_residues})")
         fasta_rel = (row.get("fasta_file") or "").strip()
         try:
-            fasta = read_fasta(Path(data_dir) / fasta_rel) if fasta_rel else []
+            fasta = fasta_entities(_file_bytes(source, fasta_rel) or b"") if fasta_rel else []
         except ValueError as e:  # a broken FASTA costs the names, not the structure
             fasta = []
             print(f"warning: {entry_id}: FASTA unusable ({e}); using header names")
@@ -211,45 +215,43 @@ def _results(tasks: list, workers: int):
         yield from pool.imap(process_entry, tasks, chunksize=4)
 
 
+def _structure_input(source: str | dict[str, bytes], rel: str) -> tuple[Path, bytes | None]:
+    """(the path naming the structure file, its shipped bytes or None to read that path); missing: StructureError."""
+    if isinstance(source, dict):
+        if source.get(rel) is None:
+            raise StructureError("structure file missing")
+        return Path(rel), source[rel]
+    path = Path(source) / rel
+    if not rel or not path.is_file():
+        raise StructureError("structure file missing")
+    return path, None
+
+
+def _file_bytes(source: str | dict[str, bytes], rel: str) -> bytes | None:
+    """A manifest path's bytes from the data folder or the shipped files; None when there is no such file."""
+    if isinstance(source, dict):
+        return source.get(rel)
+    path = Path(source) / rel
+    return path.read_bytes() if rel and path.is_file() else None
+
+
 def read_inputs(row: dict[str, str], data_dir: Path) -> dict[str, bytes]:
     """The entry's structure and FASTA bytes (what a worker without our filesystem needs); a missing file is left
     out, so the worker records the same skip as a local parse."""
     files = {}
     for col in ("structure_file", "fasta_file"):
         rel = (row.get(col) or "").strip()
-        if rel and (data_dir / rel).is_file():
-            files[rel] = (data_dir / rel).read_bytes()
+        raw = _file_bytes(str(data_dir), rel)
+        if raw is not None:
+            files[rel] = raw
     return files
 
 
 def parse_shard(_state: Any, payload: tuple[list[tuple[dict[str, str], dict[str, bytes]]], Any]) -> list:
-    """Worker: write the shipped bytes into a private temp folder (each file under its own numbered folder, by its
-    base name, so the format is still read from the extension and no manifest path can point outside) and parse
-    them like the local engine; the results name the manifest's own paths again."""
-    import tempfile
-
+    """Worker: parse the shipped bytes in memory like the local engine parses the files (no temp files: a worker
+    may have no room for them, and writing them cost a third of prepare's time on Ray at 20k entries)."""
     entries, cfg = payload
-    out = []
-    with tempfile.TemporaryDirectory(prefix="protalign-prepare-") as tmp:
-        for k, (row, files) in enumerate(entries):
-            local = dict(row)
-            for col in ("structure_file", "fasta_file"):
-                rel = (row.get(col) or "").strip()
-                if rel in files:
-                    target = Path(tmp) / f"{k}-{col}" / Path(rel).name
-                    target.parent.mkdir()
-                    target.write_bytes(files[rel])
-                    local[col] = str(target.relative_to(tmp))
-                elif rel:
-                    local[col] = f"{k}-{col}/missing"  # absent on the driver: the same "missing" skip
-            status, item, structure = process_entry((local, tmp, cfg))
-            rel = row["structure_file"].strip()
-            if status == "ok":
-                item["structure_file"] = rel
-            else:
-                item = (item[0], rel, item[2])
-            out.append((status, item, structure))
-    return out
+    return [process_entry((row, files, cfg)) for row, files in entries]
 
 
 def _engine_results(engine: compute.Engine, rows: list[dict[str, str]], data_dir: Path, cfg: Any, params: Any, cache):

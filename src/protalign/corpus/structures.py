@@ -16,7 +16,14 @@ from pathlib import Path
 import gemmi
 import numpy as np
 
-from protalign.corpus.headers import HeaderEntity, StructureError, cif_entities, pdb_entities, read_text
+from protalign.corpus.headers import (
+    HeaderEntity,
+    StructureError,
+    cif_entities,
+    decode_text,
+    pdb_entities,
+    read_text,
+)
 from protalign.corpus.store import AA_ORDER, UNKNOWN_AA, ProteinStructure
 
 THREE = dict(
@@ -181,11 +188,12 @@ def _read_pdb(text: str) -> gemmi.Structure:
 
 
 def parse_structure(
-    path: str | Path, entry_id: str, fmt: str | None = None, max_mb: float = math.inf
+    path: str | Path, entry_id: str, fmt: str | None = None, max_mb: float = math.inf, raw: bytes | None = None
 ) -> ParsedEntry:
-    """Read one file into a ParsedEntry; unusable files raise StructureError (reason for skipped.csv)."""
+    """Read one file (or its bytes `raw`, `path` then only naming it) into a ParsedEntry; unusable files raise
+    StructureError (reason for skipped.csv)."""
     path = Path(path)
-    text = read_text(path, max_mb)
+    text = read_text(path, max_mb) if raw is None else decode_text(raw, max_mb)
     is_cif = (
         fmt in ("cif", "mmcif") if fmt else (".cif" in path.name.lower() or text.lstrip().startswith("data_"))
     )
