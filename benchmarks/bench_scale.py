@@ -201,7 +201,7 @@ def setup_roots(shared: Path, work: Path, prepare_n: int, embed_n: int) -> tuple
         start = time.perf_counter()
         make_corpus(shared, big / "data", prepare_n)
         print(f"synthetic corpus of {prepare_n} entries in {time.perf_counter() - start:.0f} s", flush=True)
-    if not (small / "models").exists():
+    if not ((small / "models").exists() and Paths(small).summaries.exists()):  # made whole, or made again
         shutil.rmtree(small, ignore_errors=True)
         make_corpus(shared, small / "data", embed_n)
         params, paths = _params(2, "local", None), Paths(small)
