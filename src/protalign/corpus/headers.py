@@ -73,30 +73,32 @@ def _decompress(raw: bytes, kind: str, limit: int) -> bytes:
     return b"".join(out)
 
 
+def _check_size(size: int, max_mb: float) -> int:
+    """The byte limit of `max_mb`; a file of `size` bytes over it is a StructureError."""
+    limit = int(min(max_mb * 1e6, 2**62))
+    if size > limit:
+        raise StructureError(f"file too large ({size / 1e6:.1f} MB > {max_mb:g} MB)")
+    return limit
+
+
 def read_text(path: str | Path, max_mb: float = math.inf) -> str:
     """File text, transparently decompressed; too large, truncated/corrupt and binary files are StructureErrors."""
     path = Path(path)
-    limit = int(min(max_mb * 1e6, 2**62))
-    if path.stat().st_size > limit:  # before reading: a huge file is refused without loading it
-        raise StructureError(f"file too large ({path.stat().st_size / 1e6:.1f} MB > {max_mb:g} MB)")
+    _check_size(path.stat().st_size, max_mb)  # before reading: a huge file is refused without loading it
     return decode_text(path.read_bytes(), max_mb)
 
 
 def decode_text(raw: bytes, max_mb: float = math.inf) -> str:
     """`read_text` for bytes already in memory (a file shipped to a Ray worker): the same checks, the same text."""
-    limit = int(min(max_mb * 1e6, 2**62))
+    limit = _check_size(len(raw), max_mb)
     if raw[:2] == b"\x1f\x8b" or raw[:3] == b"BZh":
         kind = "gzip" if raw[:2] == b"\x1f\x8b" else "bzip2"
-        if len(raw) > limit:
-            raise StructureError(f"file too large ({len(raw) / 1e6:.1f} MB > {max_mb:g} MB)")
         try:
             raw = _decompress(raw, kind, limit)
         except (EOFError, OSError, ValueError, zlib.error) as e:
             if isinstance(e, StructureError):
                 raise
             raise StructureError(f"{kind} truncated or corrupt ({type(e).__name__})") from e
-    elif len(raw) > limit:
-        raise StructureError(f"file too large ({len(raw) / 1e6:.1f} MB > {max_mb:g} MB)")
     if not raw.strip():
         raise StructureError("empty file")
     if b"\x00" in raw[:4096]:

@@ -62,10 +62,6 @@ SCHEMA = pa.schema(
 NUCLEIC = set("ACGTUNIX")
 
 
-def read_fasta(path: Path) -> list[FastaEntity]:
-    return fasta_entities(path.read_bytes() if path.is_file() else b"")
-
-
 def fasta_entities(raw: bytes) -> list[FastaEntity]:
     """FASTA bytes -> entities (UTF-8, undecodable bytes replaced, any newline convention)."""
     text = raw.decode("utf-8", errors="replace").replace("\r\n", "\n").replace("\r", "\n")
